@@ -1,0 +1,34 @@
+/**
+ * What a marsadm verb is: its help text, its own options, and how to run it. The run
+ * function is loaded only when the verb runs, so `marsadm help` stays fast.
+ */
+import type { OptionSpec, OptionValues } from './options.js';
+
+export interface CommandContext {
+  /** Positional arguments after the verb. */
+  readonly args: readonly string[];
+  /** Global and command options, by long name. */
+  readonly options: OptionValues;
+  /** Where normal output goes (stdout). */
+  readonly out: NodeJS.WritableStream;
+  /** Where the one-line errors go (stderr). */
+  readonly err: NodeJS.WritableStream;
+}
+
+export type CommandRun = (ctx: CommandContext) => Promise<number>;
+
+export interface CommandSpec {
+  readonly name: string;
+  /** Argument synopsis, e.g. `FILE`. */
+  readonly synopsis: string;
+  /** One line for the command list. */
+  readonly summary: string;
+  /** Paragraphs for `marsadm <cmd> --help`. */
+  readonly details?: string;
+  readonly options?: readonly OptionSpec[];
+  readonly minArgs: number;
+  readonly maxArgs: number;
+  /** Section in the command list. */
+  readonly group: 'logs' | 'help';
+  readonly load: () => Promise<CommandRun>;
+}

@@ -1,0 +1,37 @@
+/** Help texts, built from the command table so they never drift from it. */
+import type { CommandSpec } from './command.js';
+import { COMMANDS } from './command_table.js';
+import { GLOBAL_OPTIONS, type OptionSpec } from './options.js';
+
+function optionLines(specs: readonly OptionSpec[]): string[] {
+  return specs.map((s) => {
+    const flag = `${s.short ? `-${s.short}, ` : '    '}--${s.name}${s.value ? ` ${s.value}` : ''}`;
+    return `  ${flag.padEnd(26)} ${s.help}`;
+  });
+}
+
+export function overview(): string {
+  const groups: Record<CommandSpec['group'], string> = { logs: 'Transaction logs', help: 'Help' };
+  const lines = [
+    'usage: marsadm [OPTIONS] COMMAND [ARGS]',
+    '',
+    'Phobos: asynchronous replication of block devices by transaction log shipping.',
+  ];
+  for (const group of Object.keys(groups) as CommandSpec['group'][]) {
+    lines.push('', `${groups[group]}:`);
+    for (const c of COMMANDS.filter((x) => x.group === group)) {
+      lines.push(`  ${`${c.name} ${c.synopsis}`.padEnd(26)} ${c.summary}`);
+    }
+  }
+  lines.push('', 'Options (with every command):', ...optionLines(GLOBAL_OPTIONS), '',
+    'Run `marsadm COMMAND --help` for a command\'s own options.');
+  return lines.join('\n') + '\n';
+}
+
+export function commandHelp(c: CommandSpec): string {
+  const lines = [`usage: marsadm ${c.name} ${c.synopsis}`.trimEnd(), '', c.summary];
+  if (c.details) lines.push('', c.details);
+  if (c.options?.length) lines.push('', 'Options:', ...optionLines(c.options));
+  lines.push('', 'Global options: see `marsadm help`.');
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,13 @@
+/**
+ * The data plane: the transaction log (write, scan, replay), crc32c, codecs and block
+ * digests. The userspace engine lives here; the kernel engine joins it later behind the
+ * same interface.
+ */
+export { blockDigests, type DigestOptions } from './block_digests.js';
+export { CODECS, codecRoundTrip, codecStatus, isCodec, requireCodec } from './codecs.js';
+export { crc32c, crc32cImplementation, crc32cSync, type Crc32cImplementation } from './crc32c.js';
+export { CodecUnavailableError, describeFault, describeWalkEnd, LogError } from './errors.js';
+export { replayLog, type ReplayOptions } from './log_replayer.js';
+export { checkLog, scanBuffer, scanFileBatch, scanLog, type LogCheckReport, type ScanOptions } from './log_scanner.js';
+export { LogWriter, MAX_RECORD_LENGTH, type LogWriterOptions, type OpenReport, type WriteOptions } from './log_writer.js';
+export * from './types.js';

@@ -1,0 +1,73 @@
+/**
+ * The native addon (addon/, built by `npm install`), loaded once, with its exact shape.
+ * Only src/dataplane/ imports this file; everything else uses the typed wrappers.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import type { AppendResult, CodecStatus, ReplayResult, ScanResult } from './types.js';
+
+/** ABI version this TypeScript expects; the addon reports its own. */
+export const EXPECTED_ABI = 1;
+
+export interface NativeLogWriter {
+  open(): Promise<{ position: number; nextSeq: number; records: number; truncatedBytes: number }>;
+  append(deviceOffset: number, data: Uint8Array | null, length: number, stampNs: bigint,
+    durable: boolean): Promise<AppendResult>;
+  sync(): Promise<{ position: number }>;
+  close(seal: boolean): Promise<{ position: number }>;
+  readonly position: number;
+  readonly syncedPosition: number;
+  readonly nextSeq: number;
+}
+
+export interface EncodeInput {
+  type?: number;
+  deviceOffset?: number;
+  data?: Uint8Array;
+  length?: number;
+  seq: number;
+  stampNs?: bigint;
+  syncedPos?: number;
+}
+
+export interface NativeAddon {
+  readonly abiVersion: number;
+  readonly formatVersion: number;
+  readonly maxRecordLength: number;
+  crc32c(data: Uint8Array, seed?: number, impl?: 'auto' | 'portable' | 'sse42'): Promise<number>;
+  crc32cSmall(data: Uint8Array, seed?: number): number;
+  codecInfo(): { none: CodecStatus; lz4: CodecStatus; zstd: CodecStatus; crc32c: 'sse42' | 'portable' };
+  codecRoundTrip(codec: number, data: Uint8Array, recordBytes: number): Promise<{
+    inputBytes: number; outputBytes: number; compressNs: number; decompressNs: number }>;
+  blockDigests(path: string, offset: number, length: number, blockBytes: number): Promise<Uint32Array>;
+  scanFile(path: string, opts: { from?: number; expectSeq?: number; final?: boolean;
+    maxRecords?: number; withData?: boolean }): Promise<ScanResult>;
+  scanBuffer(buf: Uint8Array, opts: { base?: number; expectSeq?: number; atEof?: boolean }): Promise<ScanResult>;
+  encodeRecords(records: EncodeInput[], codec?: number): Promise<Buffer>;
+  replayLog(logPath: string, targetPath: string, opts: { from?: number; to?: number;
+    expectSeq?: number; final?: boolean; direct?: 'auto' | 'on' | 'off'; create?: boolean }): Promise<ReplayResult>;
+  LogWriter: new (path: string, codec: number) => NativeLogWriter;
+}
+
+function load(): NativeAddon {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // From src/dataplane (tsx) or dist/src/dataplane (compiled): find the package root.
+  let root = here;
+  while (!existsSync(path.join(root, 'package.json')) && path.dirname(root) !== root) {
+    root = path.dirname(root);
+  }
+  const file = path.join(root, 'build', 'Release', 'phobos.node');
+  if (!existsSync(file)) {
+    throw new Error(`native addon missing: ${file}; run \`npm install\` (or \`npm run build\`) in ${root}`);
+  }
+  const addon = createRequire(import.meta.url)(file) as NativeAddon;
+  if (addon.abiVersion !== EXPECTED_ABI) {
+    throw new Error(`native addon ABI ${addon.abiVersion} found, ${EXPECTED_ABI} wanted; rebuild with \`npm run build\``);
+  }
+  return addon;
+}
+
+export const native: NativeAddon = load();
