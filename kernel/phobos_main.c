@@ -91,6 +91,7 @@
 #define PHOBOS_MAX_BIO		(1u << 20)	/* largest read/write bio, bytes */
 #define PHOBOS_MAX_PENDING	(64ull << 20)	/* RAM for records not yet written back */
 #define PHOBOS_WB_BATCH		256		/* records per writeback round */
+#define PHOBOS_WB_DELAY_MS	20		/* let writeback gather a batch (one log fsync) */
 #define PHOBOS_WB_FSYNC_EVERY	(64ull << 20)	/* fsync the backing after this many bytes */
 #define PHOBOS_SCAN_WIN		(PHOBOS_LOG_MAX_RECORD + (1u << 20))	/* recovery window */
 #define PHOBOS_DRAIN_TRIES	10		/* writeback retries before destroy gives up */
@@ -476,7 +477,12 @@ static int phobos_log_bio(struct phobos_dev *pd, struct bio *bio)
 	pd->pending_bytes += zero ? 0 : len;
 	spin_unlock(&pd->pend_lock);
 	atomic64_inc(zero ? &pd->zeroes : &pd->writes);
-	queue_delayed_work(pd->wb_wq, &pd->wb_work, 0);
+	/* Writeback waits a little to batch records (one log fsync), unless RAM runs short. */
+	if (READ_ONCE(pd->pending_bytes) >= PHOBOS_MAX_PENDING / 4)
+		mod_delayed_work(pd->wb_wq, &pd->wb_work, 0);
+	else
+		queue_delayed_work(pd->wb_wq, &pd->wb_work,
+				   msecs_to_jiffies(PHOBOS_WB_DELAY_MS));
 	return 0;
 }
 

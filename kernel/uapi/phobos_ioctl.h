@@ -28,18 +28,8 @@
 #ifndef PHOBOS_IOCTL_H
 #define PHOBOS_IOCTL_H
 
-#ifdef __KERNEL__
-#include <linux/types.h>
+#include <linux/types.h>	/* __u32, __u64: kernel and userspace (linux-libc-dev) */
 #include <linux/ioctl.h>
-#else
-#include <stdint.h>
-#include <sys/ioctl.h>
-#ifndef __u32
-typedef uint8_t __u8;
-typedef uint32_t __u32;
-typedef uint64_t __u64;
-#endif
-#endif
 
 #define PHOBOS_IOCTL_VERSION	1u
 #define PHOBOS_CTL_DEVICE	"/dev/phobos-ctl"
