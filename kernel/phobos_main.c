@@ -953,12 +953,23 @@ static int phobos_recover(struct phobos_dev *pd, struct phobos_ioc_create *c)
 			err = -EIO;
 			goto out_free;
 		}
-		/* A damaged record: torn tail or corruption? */
-		err = phobos_scan_evidence(pd, &sc, pos, fsize, &at);
-		if (err < 0)
-			goto out_free;
+		/*
+		 * A damaged record: torn tail or corruption? A torn append leaves the first
+		 * 8 bytes (magic, version) right or zero, so any other magic or an unknown
+		 * version is proof by itself (docs/log-format.md, the torn-tail rule);
+		 * otherwise a later header whose synced_pos passes this offset is.
+		 */
+		if ((s.fault.err == PL_E_MAGIC && s.fault.got != 0) ||
+		    s.fault.err == PL_E_VERSION) {
+			at = pos;
+			err = 1;
+		} else {
+			err = phobos_scan_evidence(pd, &sc, pos, fsize, &at);
+			if (err < 0)
+				goto out_free;
+		}
 		if (err) {
-			pd_err(pd, "log %s corrupt at offset %llu: %s (got %#llx, want %#llx); header at %llu proves it was durable\n",
+			pd_err(pd, "log %s corrupt at offset %llu: %s (got %#llx, want %#llx); proof at %llu\n",
 			       pd->log_path, pos, phobos_log_strerror(s.fault.err), s.fault.got,
 			       s.fault.want, at);
 			err = -EUCLEAN;
