@@ -91,7 +91,7 @@
 #define PHOBOS_MAX_BIO		(1u << 20)	/* largest read/write bio, bytes */
 #define PHOBOS_MAX_PENDING	(64ull << 20)	/* RAM for records not yet written back */
 #define PHOBOS_WB_BATCH		256		/* records per writeback round */
-#define PHOBOS_WB_DELAY_MS	20		/* let writeback gather a batch (one log fsync) */
+#define PHOBOS_WB_DELAY_MS	100		/* let writeback gather a batch (one log fsync) */
 #define PHOBOS_WB_FSYNC_EVERY	(64ull << 20)	/* fsync the backing after this many bytes */
 #define PHOBOS_SCAN_WIN		(PHOBOS_LOG_MAX_RECORD + (1u << 20))	/* recovery window */
 #define PHOBOS_DRAIN_TRIES	10		/* writeback retries before destroy gives up */

@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of the kernel tier's busybox initramfs. The mode comes from the kernel command
-# line (kt.mode=main|crash|recover, kt.durable=N). Disks (from run-tier.sh):
+# line (kt.mode=main|crash|recover|bench, kt.durable=N). Disks (from run-tier.sh):
 #   main:          vda backing of r0, vdb ext4 for /mars, vdc backing of r1 (ext2 + lz4)
 #   crash/recover: vda backing of r0, vdb ext4 for /mars
 # Every line for the host starts with "KT:"; the last one is "KT: RESULT PASS|FAIL".
@@ -128,7 +128,9 @@ if [ "$MODE" = main ]; then
 	create r3 /tmp/fb3.img /mars/torn.log -r 0
 	run $T verify $DEV 0 $MB 11 direct
 	run $T destroy r3
-	rm -f /mars/corrupt.log /mars/torn.log
+	echo 'not a phobos log' > /mars/garbage.log
+	run $T expect EUCLEAN create r3 /tmp/fb.img /mars/garbage.log -r 0
+	rm -f /mars/corrupt.log /mars/torn.log /mars/garbage.log
 	dmesg | grep -q 'corrupt.log corrupt at offset 0: payload crc32c mismatch' || fail "no log line for the corruption"
 	dmesg | grep -q 'torn tail at offset' || fail "no log line for the torn tail"
 	rmmod phobos || fail "rmmod phobos"
@@ -149,6 +151,17 @@ if [ "$MODE" = recover ]; then
 	run $T destroy r0
 	run $T crash-verify /dev/vda 256 "$DURABLE"
 	rmmod phobos || fail "rmmod phobos"
+fi
+
+if [ "$MODE" = bench ]; then
+	# kernel-write: the same O_DIRECT workload on the raw virtio disk and on phobos
+	create r0 /dev/vda /mars/log-000000001-kt
+	for i in 1 2; do
+		$T bench /dev/vdc 32 2000 || fail "bench vdc"
+		$T bench $DEV 32 2000 || fail "bench $DEV"
+	done
+	run $T query r0
+	run $T destroy r0
 fi
 
 umount /mars || fail "umount /mars"

@@ -6,7 +6,7 @@
 #   bash scripts/kernel-vm/run-tier.sh
 #
 # env: KVM_CACHE (as install-deps.sh), KEEP=1 keeps the scratch folder, SMP (default 1),
-#      TIMEOUT per guest in seconds (default 300).
+#      TIMEOUT per guest in seconds (default 300), BENCH=1 adds the kernel-write benchmark.
 # Exit 0 only if every step passed; the last line is "kernel tier: PASS|FAIL ...".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -161,11 +161,25 @@ host_verify_crash() {
 	"$W/phobos_logcheck" "$W/crash.log" --expect-clean &&
 		"$W/phobos_test" crash-verify "$W/vda.img" 256 "$(cat "$W/durable")"
 }
+guest_bench() {
+	fresh_disks || return 1
+	boot bench bench "" "$W/vda.img" "$W/vdb.img" "$W/vdc.img"
+	grep -aq 'KT: RESULT PASS' "$W/guest-bench.out" || return 1
+	# ratios phobos / raw, from the second round (the first warms the page caches)
+	grep -a 'KT: BENCH' "$W/guest-bench.out" | tr -d '\r' | tail -2 | awk '
+		{ for (i = 4; i <= 5; i++) { split($i, kv, "="); v[NR, i - 1] = kv[2] } }
+		END { printf "kernel-write: raw vdc seq %.1f MiB/s, rand %.0f IOPS; phobos seq %.1f MiB/s, rand %.0f IOPS; ratio seq %.2f, rand %.2f\n",
+			v[1,3], v[1,4], v[2,3], v[2,4], v[2,3] / v[1,3], v[2,4] / v[1,4] }'
+}
 step guest-main guest_main
 step host-verify-main host_verify_main
 step guest-crash guest_crash
 step guest-recover guest_recover
 step host-verify-crash host_verify_crash
 
+if [ "${BENCH:-0}" = 1 ]; then
+	step guest-bench guest_bench
+	grep 'kernel-write' "$W/guest-bench.log"
+fi
 OK=1
 echo "kernel tier: PASS ($PASSED steps, $(now "$T0") s)"

@@ -14,6 +14,7 @@
  *   phobos_test verify DEV OFF LEN SEED [direct]
  *   phobos_test crash-work DEV NBLK               (endless: one fsynced 4 KiB block per gen)
  *   phobos_test crash-verify DEV NBLK DURABLE_GEN
+ *   phobos_test bench DEV SEQ_MB RAND_N           (O_DIRECT: sequential 1 MiB, random 4 KiB)
  *
  * Exit status 0 on success; on failure a line starting with "FAIL" and status 1.
  */
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../kernel/uapi/phobos_ioctl.h"
@@ -467,6 +469,51 @@ static int cmd_crash_verify(int argc, char **argv)
 	return 0;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Sequential 1 MiB and random 4 KiB O_DIRECT writes, each phase ended by an fsync. */
+static int cmd_bench(int argc, char **argv)
+{
+	uint64_t mb, n, i, x = 12345;
+	uint8_t *buf = xalloc(1 << 20);
+	double t, seq, rnd;
+	int fd;
+
+	if (argc < 4)
+		return fail("usage: bench DEV SEQ_MB RAND_N");
+	mb = strtoull(argv[2], NULL, 0);
+	n = strtoull(argv[3], NULL, 0);
+	fd = open_dev(argv[1], O_WRONLY, 1);
+	if (fd < 0)
+		return 1;
+	pattern(buf, 0, 1 << 20, 99);
+	t = now_s();
+	for (i = 0; i < mb; i++)
+		if (pwrite(fd, buf, 1 << 20, i << 20) != 1 << 20)
+			return fail("bench: seq write: %s", strerror(errno));
+	if (fsync(fd))
+		return fail("bench: fsync: %s", strerror(errno));
+	seq = mb / (now_s() - t);
+	t = now_s();
+	for (i = 0; i < n; i++) {
+		x = mix64(x);
+		if (pwrite(fd, buf, BLK, (x % (mb * 256)) * BLK) != BLK)
+			return fail("bench: random write: %s", strerror(errno));
+	}
+	if (fsync(fd))
+		return fail("bench: fsync: %s", strerror(errno));
+	rnd = n / (now_s() - t);
+	close(fd);
+	printf("KT: BENCH %s seq_mib_s=%.1f rand4k_iops=%.0f\n", argv[1], seq, rnd);
+	return 0;
+}
+
 static int run(int argc, char **argv);
 
 static int cmd_expect(int argc, char **argv)
@@ -523,6 +570,8 @@ static int run(int argc, char **argv)
 		return cmd_crash_work(argc, argv);
 	if (!strcmp(c, "crash-verify"))
 		return cmd_crash_verify(argc, argv);
+	if (!strcmp(c, "bench"))
+		return cmd_bench(argc, argv);
 	if (!strcmp(c, "expect"))
 		return cmd_expect(argc, argv);
 	return fail("unknown command %s", c);
