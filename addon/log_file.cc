@@ -145,8 +145,8 @@ ScanStatus FileScanner::Next()
 	// Damaged record at pos_: judge the tail (docs/log-format.md, the torn-tail rule).
 	uint64_t bad = pos_;
 	phobos_scan damaged = scan_;
-	uint64_t evidence = 0;
-	bool proven = FindEvidence(bad, &evidence);
+	uint64_t evidence = bad;
+	bool proven = phobos_log_fault_is_proof(&damaged.fault) || FindEvidence(bad, &evidence);
 
 	scan_ = damaged;
 	if (io_errno_)

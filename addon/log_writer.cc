@@ -78,8 +78,19 @@ struct State {
 	std::atomic<uint64_t> position{0};	// end of the written log
 	std::atomic<uint64_t> synced{0};	// end of the durable log
 	std::atomic<uint64_t> next_seq{1};
+	std::atomic<uint64_t> syncs{0};		// fdatasync calls made, for metrics and tests
 	std::atomic<int> failed{0};		// errno that broke the writer, sticky
 	std::string failure;			// message for failed (set before failed)
+
+	~State()
+	{
+		// Normally joined on close; if the environment went away first, the thread may
+		// itself drop the last reference, and joining itself is impossible.
+		if (thread.joinable())
+			thread.detach();
+		if (fd >= 0)
+			close(fd);
+	}
 
 	// Main thread only.
 	Napi::ThreadSafeFunction tsfn;
@@ -200,8 +211,11 @@ bool process_batch(State &st, std::vector<ItemPtr> &items)
 			need_sync = true;
 		}
 		int err = iov.empty() ? 0 : write_fully(st.fd, iov, start);
-		if (!err && need_sync && fdatasync(st.fd) != 0)
-			err = errno;
+		if (!err && need_sync) {
+			st.syncs++;
+			if (fdatasync(st.fd) != 0)
+				err = errno;
+		}
 		if (!err && seal) {
 			mark = std::make_unique<Item>();
 			mark->kind = ItemKind::kAppend;
@@ -256,7 +270,7 @@ void writer_main(std::shared_ptr<State> st)
 		}
 		batch->closed = process_batch(*st, batch->items);
 		bool closed = batch->closed;
-		st->tsfn.BlockingCall(batch, [](Napi::Env env, Napi::Function, Batch *b) {
+		napi_status delivered = st->tsfn.BlockingCall(batch, [](Napi::Env env, Napi::Function, Batch *b) {
 			std::unique_ptr<Batch> owned(b);
 			State &s = *b->state;
 			for (ItemPtr &it : b->items) {
@@ -286,6 +300,13 @@ void writer_main(std::shared_ptr<State> st)
 				s.tsfn.Unref(env);
 			}
 		});
+		if (delivered != napi_ok) {
+			// The JS environment is shutting down: nobody can be told, and JS handles must
+			// not be touched from here. Leak the batch and stop.
+			for (ItemPtr &it : batch->items)
+				(void)it.release();
+			return;
+		}
 		if (closed)
 			return;
 	}
@@ -380,6 +401,7 @@ public:
 				InstanceAccessor<&LogWriter::Position>("position"),
 				InstanceAccessor<&LogWriter::Synced>("syncedPosition"),
 				InstanceAccessor<&LogWriter::NextSeq>("nextSeq"),
+				InstanceAccessor<&LogWriter::Syncs>("syncs"),
 			});
 	}
 
@@ -508,6 +530,10 @@ private:
 	Napi::Value Synced(const Napi::CallbackInfo &info)
 	{
 		return Napi::Number::New(info.Env(), static_cast<double>(st_->synced.load()));
+	}
+	Napi::Value Syncs(const Napi::CallbackInfo &info)
+	{
+		return Napi::Number::New(info.Env(), static_cast<double>(st_->syncs.load()));
 	}
 	Napi::Value NextSeq(const Napi::CallbackInfo &info)
 	{

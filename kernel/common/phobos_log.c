@@ -289,6 +289,19 @@ static void scan_need_more(struct phobos_scan *out, bool at_eof, u64 have, u64 n
 	}
 }
 
+/* Magic and version of a header whose first len (>= 6) bytes are present. */
+static int check_prefix(const u8 *p, size_t len, struct phobos_log_fault *f)
+{
+	u32 magic = get_le32(p + PL_OFF_MAGIC);
+
+	(void)len;
+	if (magic != PHOBOS_LOG_MAGIC && magic != 0)
+		return fail(f, PL_E_MAGIC, magic, PHOBOS_LOG_MAGIC);
+	if (magic == PHOBOS_LOG_MAGIC && get_le16(p + PL_OFF_VERSION) != PHOBOS_LOG_VERSION)
+		return fail(f, PL_E_VERSION, get_le16(p + PL_OFF_VERSION), PHOBOS_LOG_VERSION);
+	return PL_OK;
+}
+
 void phobos_log_scan_one(const struct phobos_log_env *env, const u8 *buf, size_t len,
 			 u64 base, u64 expect_seq, bool at_eof, u8 *scratch,
 			 size_t scratch_cap, struct phobos_scan *out)
@@ -306,6 +319,11 @@ void phobos_log_scan_one(const struct phobos_log_env *env, const u8 *buf, size_t
 		return;
 	}
 	if (len < PHOBOS_LOG_HEADER_SIZE) {
+		/* A partial header still shows a foreign magic or version (see the proof rule). */
+		if (len >= PL_OFF_TYPE && check_prefix(buf, len, &out->fault) != PL_OK) {
+			out->kind = PHOBOS_SCAN_BAD;
+			return;
+		}
 		scan_need_more(out, at_eof, len, PHOBOS_LOG_HEADER_SIZE);
 		return;
 	}
@@ -352,6 +370,17 @@ bool phobos_log_find_evidence(const struct phobos_log_env *env, const u8 *buf, s
 	return false;
 }
 
+bool phobos_log_fault_is_proof(const struct phobos_log_fault *f)
+{
+	/*
+	 * A torn append leaves each sector holding new bytes or zeros. The magic and the
+	 * version share the first 8 bytes of a record, so a crash shows them either right or
+	 * zero: any other magic, or the right magic with another version, was never a torn
+	 * write of ours.
+	 */
+	return (f->err == PL_E_MAGIC && f->got != 0) || f->err == PL_E_VERSION;
+}
+
 void phobos_log_scan(const struct phobos_log_env *env, const u8 *buf, size_t len,
 		     u64 base, u64 expect_seq, bool at_eof, u8 *scratch, size_t scratch_cap,
 		     struct phobos_scan *out)
@@ -359,7 +388,10 @@ void phobos_log_scan(const struct phobos_log_env *env, const u8 *buf, size_t len
 	phobos_log_scan_one(env, buf, len, base, expect_seq, at_eof, scratch, scratch_cap, out);
 	if (out->kind != PHOBOS_SCAN_BAD)
 		return;
-	if (phobos_log_find_evidence(env, buf, len, base, base, &out->evidence))
+	if (phobos_log_fault_is_proof(&out->fault)) {
+		out->kind = PHOBOS_SCAN_CORRUPT;
+		out->evidence = base;
+	} else if (phobos_log_find_evidence(env, buf, len, base, base, &out->evidence))
 		out->kind = PHOBOS_SCAN_CORRUPT;
 	else if (at_eof)
 		out->kind = PHOBOS_SCAN_TORN;

@@ -96,7 +96,8 @@ struct phobos_scan {
 	struct phobos_rec rec;	/* RECORD: the decoded header */
 	const u8 *data;		/* RECORD of type WRITE: uncompressed payload, rec.length bytes */
 	struct phobos_log_fault fault;	/* BAD, TORN, CORRUPT: why */
-	u64 evidence;		/* CORRUPT: offset of the header whose synced_pos > offset */
+	u64 evidence;		/* CORRUPT: offset of the header whose synced_pos > offset,
+				 * or offset itself when the fault is its own proof */
 };
 
 /*
@@ -137,6 +138,12 @@ void phobos_log_scan_one(const struct phobos_log_env *env, const u8 *buf, size_t
  */
 bool phobos_log_find_evidence(const struct phobos_log_env *env, const u8 *buf, size_t len,
 			      u64 base, u64 bad_offset, u64 *at);
+
+/*
+ * True if the fault itself proves corruption, whatever follows: a non-zero magic that
+ * is not ours, or an unknown version (a torn append cannot produce either).
+ */
+bool phobos_log_fault_is_proof(const struct phobos_log_fault *f);
 
 /*
  * phobos_log_scan_one() plus the torn-tail rule over the rest of buf: a BAD record

@@ -26,3 +26,12 @@ export class CommandError extends Error {
     super(message, options);
   }
 }
+
+/**
+ * True for UsageError and CommandError. Checked by name, not instanceof: verbs are loaded
+ * by dynamic import, and a loader may give them their own copy of this module.
+ */
+export function isOperatorError(error: unknown): error is UsageError | CommandError {
+  return error instanceof Error && (error.name === 'UsageError' || error.name === 'CommandError') &&
+    typeof (error as { exitCode?: unknown }).exitCode === 'number';
+}

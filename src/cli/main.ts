@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 
 import type { CommandContext } from './command.js';
 import { findCommand } from './command_table.js';
-import { CommandError, EXIT_FAILED, EXIT_USAGE, UsageError } from './errors.js';
+import { EXIT_FAILED, EXIT_USAGE, isOperatorError, UsageError } from './errors.js';
 import { commandHelp, overview } from './help_text.js';
 import { parseCommandLine } from './options.js';
 
@@ -35,7 +35,7 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     const ctx: CommandContext = { args: line.args, options: line.options, out, err };
     return await (await spec.load())(ctx);
   } catch (error) {
-    if (error instanceof UsageError || error instanceof CommandError) {
+    if (isOperatorError(error)) {
       err.write(`${error.message}\n`);
       return error.exitCode;
     }

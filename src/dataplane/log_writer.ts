@@ -103,6 +103,11 @@ export class LogWriter {
     return this.handle.syncedPosition;
   }
 
+  /** fdatasync calls made so far (group commit makes this far fewer than durable writes). */
+  get syncs(): number {
+    return this.handle.syncs;
+  }
+
   /** Sequence number the next record gets. */
   get nextSeq(): number {
     return this.handle.nextSeq;

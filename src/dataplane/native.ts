@@ -21,6 +21,7 @@ export interface NativeLogWriter {
   readonly position: number;
   readonly syncedPosition: number;
   readonly nextSeq: number;
+  readonly syncs: number;
 }
 
 export interface EncodeInput {

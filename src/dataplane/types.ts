@@ -83,7 +83,10 @@ export interface WalkEnd {
 
 export interface ScanResult extends WalkEnd {
   readonly records: LogRecord[];
-  /** Bytes missing to complete the record at `position` (scanBuffer, `need-more`). */
+  /**
+   * Bytes known to be missing at `position` (scanBuffer, `need-more`): the rest of the
+   * header while the header is incomplete, then the rest of the record.
+   */
   readonly needBytes?: number;
 }
 
