@@ -959,8 +959,7 @@ static int phobos_recover(struct phobos_dev *pd, struct phobos_ioc_create *c)
 		 * version is proof by itself (docs/log-format.md, the torn-tail rule);
 		 * otherwise a later header whose synced_pos passes this offset is.
 		 */
-		if ((s.fault.err == PL_E_MAGIC && s.fault.got != 0) ||
-		    s.fault.err == PL_E_VERSION) {
+		if (phobos_log_fault_is_proof(&s.fault)) {
 			at = pos;
 			err = 1;
 		} else {
