@@ -7,9 +7,10 @@
 export PATH=/bin:/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
-KVER=$(cat /etc/kver); MODE=main; DURABLE=0
+KVER=$(cat /etc/kver); MODE=main; DURABLE=0; ULOG=0
 for a in $(cat /proc/cmdline); do
-	case $a in kt.mode=*) MODE=${a#kt.mode=};; kt.durable=*) DURABLE=${a#kt.durable=};; esac
+	case $a in kt.mode=*) MODE=${a#kt.mode=};; kt.durable=*) DURABLE=${a#kt.durable=};;
+		kt.ulog=*) ULOG=${a#kt.ulog=};; esac
 done
 T=/bin/phobos_test
 RES=PASS
@@ -133,6 +134,16 @@ if [ "$MODE" = main ]; then
 	rm -f /mars/corrupt.log /mars/torn.log /mars/garbage.log
 	dmesg | grep -q 'corrupt.log corrupt at offset 0: payload crc32c mismatch' || fail "no log line for the corruption"
 	dmesg | grep -q 'torn tail at offset' || fail "no log line for the torn tail"
+	if [ "$ULOG" = 1 ]; then
+		echo "KT: -- replay of a log written by the userspace engine (/mars/ulog)"
+		dd if=/dev/zero of=/tmp/u.img bs=1M seek=4 count=0 2>/dev/null
+		create r5 /tmp/u.img /mars/ulog -r 0
+		run $T verify $DEV 0 $((2 * MB - 65536)) 21 direct
+		Z=$(dd if=$DEV bs=65536 skip=31 count=1 iflag=direct 2>/dev/null | tr -d '\0' | wc -c)
+		[ "$Z" = 0 ] || fail "zeroed range of the userspace log not zero"
+		[ "$RES" = PASS ] && echo "KT:   ok: phobos.ko replayed the userspace log"
+		run $T destroy r5
+	fi
 	rmmod phobos || fail "rmmod phobos"
 fi
 

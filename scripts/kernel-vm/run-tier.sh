@@ -104,9 +104,21 @@ fresh_disks() {	# vda: backing, vdb: ext4 /mars, vdc: second backing
 }
 dump() { debugfs -R "dump $1 $2" "$W/vdb.img" >/dev/null 2>&1 && [ -f "$2" ]; }
 
+# The userspace engine (dist/ and the addon), when built, gives the cross-engine checks.
+have_userspace() { [ -f "$ROOT/dist/src/dataplane/index.js" ] && command -v node >/dev/null; }
 guest_main() {
+	local extra=""
 	fresh_disks || return 1
-	boot main main "" "$W/vda.img" "$W/vdb.img" "$W/vdc.img"
+	if have_userspace; then
+		# a log written by the userspace engine, for phobos.ko to replay in the guest
+		truncate -s 2M "$W/pat.img" && "$W/phobos_test" write "$W/pat.img" 0 2097152 21 &&
+		node "$ROOT/test/kernel/cross_engine.mjs" write "$W/ulog" "$W/pat.img" 2097152 lz4 &&
+		debugfs -w -R "write $W/ulog /ulog" "$W/vdb.img" || return 1
+		extra="kt.ulog=1"
+	else
+		echo "userspace engine not built (dist/): skipping the cross-engine checks"
+	fi
+	boot main main "$extra" "$W/vda.img" "$W/vdb.img" "$W/vdc.img"
 	grep -aq 'KT: RESULT PASS' "$W/guest-main.out"
 }
 host_verify_main() {
@@ -132,10 +144,19 @@ host_verify_main() {
 		"$V" verify "$W/vda.img" 8388608 262144 14 || return 1
 	[ "$(dd if="$W/vda.img" bs=4096 skip=2112 count=128 2>/dev/null | tr -d '\0' | wc -c)" = 0 ] ||
 		{ echo "discarded range on vda not zero"; return 1; }
-	if [ -f "$ROOT/dist/src/cli/main.js" ] && command -v node >/dev/null; then
+	if have_userspace; then
 		for f in "$L"/r0.1 "$L"/r0.2 "$L"/r1.1; do
 			node "$ROOT/dist/src/cli/main.js" log-check "$f" --json || return 1
 		done
+		# the userspace engine replays the module's logs to the same disks
+		truncate -s 64M "$W/ureplay0.img" "$W/ureplay1.img"
+		node "$ROOT/test/kernel/cross_engine.mjs" replay "$L/r0.1" "$W/ureplay0.img" &&
+		node "$ROOT/test/kernel/cross_engine.mjs" replay "$L/r0.2" "$W/ureplay0.img" &&
+		node "$ROOT/test/kernel/cross_engine.mjs" replay "$L/r1.1" "$W/ureplay1.img" || return 1
+		cmp "$W/ureplay0.img" "$W/vda.img" && cmp "$W/ureplay1.img" "$W/vdc.img" &&
+			echo "userspace replay of the module's logs == backing vda, vdc" || return 1
+		grep -aq 'KT:   ok: phobos.ko replayed the userspace log' "$W/guest-main.out" ||
+			{ echo "guest did not replay the userspace engine's log"; return 1; }
 	else
 		echo "userspace scanner dist/src/cli/main.js not built: checked with phobos_logcheck only"
 	fi
