@@ -1,0 +1,29 @@
+/**
+ * Benchmarks: `npm run bench -- <name>` (or `all`). Each prints one JSON line per figure:
+ * {"bench", "value", "unit", "baseline", "ratio"}, with the baseline measured in the same
+ * run on the same machine. Targets live in the issues; they are checked here, never by
+ * timed tests.
+ */
+import { runCompress } from './compress.js';
+import { runCrc32c } from './crc32c.js';
+import { runLogAppendAndReplay } from './log_io.js';
+
+const BENCHES: Record<string, () => Promise<void>> = {
+  crc32c: runCrc32c,
+  'log-append': () => runLogAppendAndReplay({ replay: false }),
+  'log-replay': () => runLogAppendAndReplay({ replay: true, appendFigures: false }),
+  compress: runCompress,
+};
+
+async function main(): Promise<void> {
+  const names = process.argv.slice(2);
+  if (names.length === 0 || names.some((n) => n !== 'all' && !(n in BENCHES))) {
+    console.error(`usage: npm run bench -- <${Object.keys(BENCHES).join('|')}|all>`);
+    process.exitCode = 2;
+    return;
+  }
+  const run = names.includes('all') ? Object.keys(BENCHES) : names;
+  for (const name of run) await BENCHES[name]!();
+}
+
+await main();

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test tiers need (run as root; CI runs it from .ci/run).
+#   fuzz tier: clang (libFuzzer, ASan, UBSan)
+#   codecs:    liblz4-1, libzstd1 (runtime libraries only; the addon dlopens them)
+# Safe to re-run: it installs only what is missing.
+set -euo pipefail
+
+packages=()
+command -v clang >/dev/null 2>&1 || packages+=(clang)
+ldconfig -p | grep -q 'liblz4\.so\.1 ' || packages+=(liblz4-1)
+ldconfig -p | grep -q 'libzstd\.so\.1 ' || packages+=(libzstd1)
+
+if [ ${#packages[@]} -eq 0 ]; then
+  echo "install-test-deps: everything present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-deps: missing ${packages[*]}; run as root: sudo bash $0" >&2
+  exit 1
+fi
+echo "install-test-deps: installing ${packages[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}"
