@@ -9,6 +9,7 @@
         "addon/log_file.cc",
         "addon/log_reader.cc",
         "addon/log_writer.cc",
+        "addon/file_lock.cc",
         "addon/crc32c.c",
         "kernel/common/phobos_log.c"
       ],

@@ -21,6 +21,7 @@ namespace phobos {
 
 void register_log_reader(Napi::Env env, Napi::Object exports);
 void register_log_writer(Napi::Env env, Napi::Object exports);
+void register_file_lock(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -275,6 +276,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("blockDigests", Napi::Function::New(env, BlockDigests));
 	register_log_reader(env, exports);
 	register_log_writer(env, exports);
+	register_file_lock(env, exports);
 	return exports;
 }
 

@@ -9,5 +9,6 @@ export { crc32c, crc32cImplementation, crc32cSync, type Crc32cImplementation } f
 export { CodecUnavailableError, describeFault, describeWalkEnd, LogError } from './errors.js';
 export { replayLog, type ReplayOptions } from './log_replayer.js';
 export { checkLog, scanBuffer, scanFileBatch, scanLog, type LogCheckReport, type ScanOptions } from './log_scanner.js';
+export { acquireFileLock, LockTimeoutError, withFileLock } from './file_lock.js';
 export { LogWriter, MAX_RECORD_LENGTH, type LogWriterOptions, type OpenReport, type WriteOptions } from './log_writer.js';
 export * from './types.js';
