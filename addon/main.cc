@@ -263,6 +263,27 @@ Napi::Value BlockDigests(const Napi::CallbackInfo &info)
 	return (new DigestWorker(env, path, offset, length, block))->Start();
 }
 
+// deviceSize(path) -> bytes: the size of a block device or file (lseek to the end; fstat
+// reports 0 for block devices). Two syscalls, so synchronous.
+Napi::Value DeviceSize(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	std::string path;
+	if (!arg_string(info, 0, "path", &path))
+		return env.Undefined();
+	int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int err = errno;
+		return throw_error(env, sys_message("open " + path, err), errno_name(err).c_str());
+	}
+	off_t end = lseek(fd, 0, SEEK_END);
+	int err = errno;
+	close(fd);
+	if (end < 0)
+		return throw_error(env, sys_message("size of " + path, err), errno_name(err).c_str());
+	return Napi::Number::New(env, static_cast<double>(end));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports)
 {
 	codecs_init();
@@ -274,6 +295,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("codecInfo", Napi::Function::New(env, CodecInfoJs));
 	exports.Set("codecRoundTrip", Napi::Function::New(env, CodecRoundTrip));
 	exports.Set("blockDigests", Napi::Function::New(env, BlockDigests));
+	exports.Set("deviceSize", Napi::Function::New(env, DeviceSize));
 	register_log_reader(env, exports);
 	register_log_writer(env, exports);
 	register_file_lock(env, exports);

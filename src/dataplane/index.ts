@@ -10,5 +10,6 @@ export { CodecUnavailableError, describeFault, describeWalkEnd, LogError } from 
 export { replayLog, type ReplayOptions } from './log_replayer.js';
 export { checkLog, scanBuffer, scanFileBatch, scanLog, type LogCheckReport, type ScanOptions } from './log_scanner.js';
 export { acquireFileLock, LockTimeoutError, withFileLock } from './file_lock.js';
+export { EngineError, UserEngine, type Checkpoint, type RecoveryReport, type UserEngineOptions } from './user_engine.js';
 export { LogWriter, MAX_RECORD_LENGTH, type LogWriterOptions, type OpenReport, type WriteOptions } from './log_writer.js';
 export * from './types.js';

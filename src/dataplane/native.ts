@@ -51,6 +51,8 @@ export interface NativeAddon {
   replayLog(logPath: string, targetPath: string, opts: { from?: number; to?: number;
     expectSeq?: number; final?: boolean; direct?: 'auto' | 'on' | 'off'; create?: boolean }): Promise<ReplayResult>;
   LogWriter: new (path: string, codec: number) => NativeLogWriter;
+  /** Size of a block device or file, bytes. */
+  deviceSize(path: string): number;
   /** flock(LOCK_EX|LOCK_NB): the fd, or null if another process holds the lock. */
   tryLock(path: string): number | null;
   unlock(fd: number): void;
