@@ -95,6 +95,8 @@ export class UserEngine {
   /** The last checkpoint saved; null until the first one after recovery. */
   private saved: Checkpoint | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
+  /** Set while the log is being switched: new requests wait for it. */
+  private switching: Promise<void> | null = null;
   private closed = false;
 
   private constructor(
@@ -206,6 +208,9 @@ export class UserEngine {
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.checkRange(offset, data.length);
     await this.admit(data.length);
+    // Checked synchronously right before the enqueue and append below (see rotate()).
+    while (this.switching) await this.switching.catch(() => undefined);
+    this.throwIfClosed();
     // The log keeps a reference to data until the append settles; copy so the caller may
     // reuse its buffer, and the overlay keeps the same copy.
     const copy = Buffer.from(data);
@@ -216,6 +221,8 @@ export class UserEngine {
   async zero(offset: number, length: number, fua: boolean): Promise<void> {
     this.checkRange(offset, length);
     await this.admit(0);
+    while (this.switching) await this.switching.catch(() => undefined);
+    this.throwIfClosed();
     const p = this.enqueue(offset, length, null);
     await this.logged(p, this.log.zero(offset, length, { stampNs: this.opts.stamp(), durable: fua }));
   }
@@ -239,6 +246,7 @@ export class UserEngine {
 
   /** Every write acknowledged before this call is durable in the log when it settles. */
   async flush(): Promise<void> {
+    while (this.switching) await this.switching.catch(() => undefined);
     this.throwIfClosed();
     await this.log.sync();
   }
@@ -252,15 +260,26 @@ export class UserEngine {
 
   /**
    * Switch to the next log file: drain writeback, seal the current log, checkpoint at
-   * the start of the new one. Writes wait meanwhile (the caller stops serving).
+   * the start of the new one. Requests that arrive meanwhile wait for the switch; those
+   * already appending to the old log finish there first (drain waits for them).
    */
   async rotate(nextLogPath: string): Promise<void> {
-    await this.drain();
-    await this.log.close();
-    this.log = await LogWriter.open(nextLogPath, { codec: this.opts.codec });
-    this.opts.logPath = nextLogPath;
-    this.writtenBack = this.log.position;
-    await this.saveCheckpoint();
+    this.throwIfClosed();
+    if (this.switching) throw new EngineError(`a log switch is already running on ${this.opts.diskPath}`, 'EBUSY');
+    const run = async () => {
+      await this.drain();
+      await this.log.close();
+      this.log = await LogWriter.open(nextLogPath, { codec: this.opts.codec });
+      this.opts.logPath = nextLogPath;
+      this.writtenBack = this.log.position;
+      await this.saveCheckpoint();
+    };
+    this.switching = run();
+    try {
+      await this.switching;
+    } finally {
+      this.switching = null;
+    }
   }
 
   /** Drain, seal the log, checkpoint, close the disk. Safe to call twice. */

@@ -37,8 +37,12 @@ export class StreamReader {
     });
   }
 
-  /** Stops listening and returns the bytes read ahead. */
+  /**
+   * Stops listening, pauses the stream (so no chunk is lost before the next consumer
+   * attaches and resumes it) and returns the bytes read ahead.
+   */
   detach(): Buffer {
+    this.stream.pause();
     this.stream.off('data', this.onData);
     this.stream.off('end', this.onEnd);
     this.stream.off('close', this.onEnd);

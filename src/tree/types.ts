@@ -143,3 +143,13 @@ export interface TreeWatcherOptions {
   /** Full rescan interval (safety net), milliseconds; 0 disables it. @default 5000 */
   readonly rescanMs?: number;
 }
+
+/** The command switches under `resource-<res>/todo-<host>/`. */
+export type TodoSwitch = 'attach' | 'connect' | 'sync' | 'allow-replay';
+
+/** The 0/1 indicators under `resource-<res>/actual-<host>/`. */
+export type ResourceFlag =
+  | 'is-primary' | 'is-attached' | 'is-replaying' | 'is-copying' | 'is-syncing' | 'is-emergency';
+
+/** Every indicator under `resource-<res>/actual-<host>/` that the key table names. */
+export type ResourceIndicator = ResourceFlag | 'open-count' | 'replay-code';

@@ -92,6 +92,23 @@ describe('UserEngine', () => {
     expect(saved!.logPath).to.equal(tmp.file('log-000000002-a'));
   });
 
+  it('UserEngine - writes racing a rotation all land, each in exactly one log, and the disk matches both logs', async () => {
+    const engine = await open({ maxPendingBytes: 64 * 1024 });
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 200; i++) {
+      writes.push(engine.write((i % 64) * 4096, randomBytes(4096, 100 + i), i % 10 === 0));
+      if (i === 100) writes.push(engine.rotate(tmp.file('log-000000002-a')));
+    }
+    await Promise.all(writes);
+    await engine.close();
+    await replayLog(tmp.file('log-000000001-a'), tmp.file('replica'), { create: true });
+    const second = await replayLog(tmp.file('log-000000002-a'), tmp.file('replica'));
+    expect(second.records).to.be.greaterThan(0);
+    const disk = readFileSync(tmp.file('disk')).subarray(0, 64 * 4096);
+    expect(readFileSync(tmp.file('replica')).subarray(0, 64 * 4096).equals(disk)).to.equal(true);
+    expect((await engine.read(0, 1).catch((e: Error) => e)) instanceof Error).to.equal(true);
+  });
+
   it('UserEngine - SIGKILL at 12 random points never loses an acknowledged write', async function () {
     this.timeout(120000);
     const blocks = 256;
