@@ -1,0 +1,262 @@
+/**
+ * TreeWatcher: every change of a /mars tree, once. One non-recursive `fs.watch` per
+ * directory (Node 20's recursive mode on Linux emits one event per directory entry); an
+ * event only names a path, which is re-read (lstat + readlink) and diffed against the
+ * last known state, so the three inotify events of a tmp + rename become one change and
+ * a change seen twice is reported once. A periodic full rescan covers inotify overflow.
+ * See docs/tree.md "Watching".
+ *
+ * @example
+ * const watcher = await TreeWatcher.start({ root: '/mars', onChange: (c) => console.log(c) });
+ * ...
+ * watcher.close();
+ */
+import { promises as fsp, watch } from 'node:fs';
+import type { BigIntStats, FSWatcher } from 'node:fs';
+import path from 'node:path';
+
+import { isGone, isHiddenName, readOnDisk, toEntry } from './_entry_io.js';
+import { isValidKey } from './keys.js';
+import type { TreeChange, TreeEntry, TreeWatcherOptions } from './types.js';
+
+/** Default interval of the safety-net rescan, ms. */
+export const DEFAULT_RESCAN_MS = 5000;
+
+/** What the watcher remembers of a link: the entry and the inode version it came from. */
+interface Known {
+  readonly entry: TreeEntry;
+  readonly ino: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+}
+
+export class TreeWatcher {
+  readonly root: string;
+  readonly rescanMs: number;
+  readonly #onChange: (change: TreeChange) => void;
+  readonly #onError: (error: Error) => void;
+  /** Links by key. */
+  readonly #links = new Map<string, Known>();
+  /** Watched directories by key ('' is the root). */
+  readonly #dirs = new Map<string, FSWatcher>();
+  /** Paths (keys) named by events since the last drain. */
+  #pending = new Set<string>();
+  /** Per-key chain, so two reads of one path never race each other. */
+  readonly #inflight = new Map<string, Promise<void>>();
+  #draining: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #rescanning = false;
+  #closed = false;
+  /** Emitted changes and completed rescans, for diagnostics. */
+  readonly stats = { changes: 0, rescans: 0 };
+
+  private constructor(options: TreeWatcherOptions) {
+    this.root = path.resolve(options.root);
+    this.rescanMs = options.rescanMs ?? DEFAULT_RESCAN_MS;
+    this.#onChange = options.onChange;
+    this.#onError = options.onError ?? (() => undefined);
+  }
+
+  /** Watch the tree; resolves after the initial scan (which emits nothing). */
+  static async start(options: TreeWatcherOptions): Promise<TreeWatcher> {
+    const watcher = new TreeWatcher(options);
+    await watcher.#check('', false);
+    if (watcher.rescanMs > 0) {
+      watcher.#timer = setInterval(() => void watcher.rescan(), watcher.rescanMs);
+      watcher.#timer.unref();
+    }
+    return watcher;
+  }
+
+  /** The entries the watcher currently knows, by key. */
+  entries(): Map<string, TreeEntry> {
+    return new Map([...this.#links].map(([k, v]) => [k, v.entry]));
+  }
+
+  /** Re-read the whole tree now; emits only real differences. */
+  async rescan(): Promise<void> {
+    if (this.#rescanning || this.#closed) return;
+    this.#rescanning = true;
+    try {
+      // Each directory scan also re-checks the known children its listing no longer names.
+      await this.#serial('', true);
+      this.stats.rescans++;
+    } finally {
+      this.#rescanning = false;
+    }
+  }
+
+  /** Resolves once every event received so far has been processed. */
+  async idle(): Promise<void> {
+    while (this.#draining || this.#pending.size > 0) {
+      if (!this.#draining) this.#drainSoon();
+      await this.#draining;
+    }
+    await Promise.all(this.#inflight.values());
+  }
+
+  /** Stop watching: closes every fs.watch and the rescan timer. No events after this. */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    for (const w of this.#dirs.values()) w.close();
+    this.#dirs.clear();
+    this.#pending.clear();
+  }
+
+  #watchDir(dirKey: string): void {
+    if (this.#dirs.has(dirKey) || this.#closed) return;
+    const dir = dirKey ? path.join(this.root, dirKey) : this.root;
+    let w: FSWatcher;
+    try {
+      w = watch(dir, (_event, name) => {
+        if (this.#closed) return;
+        // No name: the kernel could not say (e.g. queue overflow): re-read the directory.
+        if (name === null) this.#pending.add(dirKey);
+        else if (!isHiddenName(String(name))) this.#pending.add(dirKey ? `${dirKey}/${String(name)}` : String(name));
+        this.#drainSoon();
+      });
+    } catch (e) {
+      this.#onError(new Error(`cannot watch ${dir}: ${(e as Error).message}`, { cause: e }));
+      return;
+    }
+    w.on('error', (e) => {
+      w.close();
+      if (this.#dirs.get(dirKey) === w) this.#dirs.delete(dirKey);
+      if (this.#closed) return;
+      this.#onError(new Error(`watch of ${dir} failed: ${e.message}`, { cause: e }));
+      this.#pending.add(dirKey);
+      this.#drainSoon();
+    });
+    this.#dirs.set(dirKey, w);
+  }
+
+  /** Coalesce: all paths named in this tick are read in one batch. */
+  #drainSoon(): void {
+    if (this.#draining || this.#closed) return;
+    this.#draining = new Promise<void>((resolve) => {
+      setImmediate(() => {
+        void this.#drain().finally(() => {
+          this.#draining = null;
+          resolve();
+          if (this.#pending.size > 0) this.#drainSoon();
+        });
+      });
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.size > 0 && !this.#closed) {
+      const batch = this.#pending;
+      this.#pending = new Set();
+      await Promise.all([...batch].map((key) => this.#serial(key, true)));
+    }
+  }
+
+  /** Check one path, after any check of the same path still running. */
+  #serial(key: string, emit: boolean): Promise<void> {
+    const previous = this.#inflight.get(key) ?? Promise.resolve();
+    const next = previous.then(() => this.#check(key, emit)).catch((e: unknown) => {
+      this.#onError(e instanceof Error ? e : new Error(String(e)));
+    });
+    this.#inflight.set(key, next);
+    void next.finally(() => {
+      if (this.#inflight.get(key) === next) this.#inflight.delete(key);
+    });
+    return next;
+  }
+
+  /** Compare what is at `key` now with what we knew; emit the difference. */
+  async #check(key: string, emit: boolean): Promise<void> {
+    if (this.#closed) return;
+    const file = key ? path.join(this.root, key) : this.root;
+    let st: BigIntStats | null;
+    try {
+      st = await fsp.lstat(file, { bigint: true });
+    } catch (e) {
+      if (!isGone(e)) throw e;
+      st = null;
+    }
+    if (st?.isDirectory()) {
+      await this.#scanDir(key, emit);
+      return;
+    }
+    if (this.#dirs.has(key) && key !== '') this.#removeDir(key, emit);
+    const known = this.#links.get(key);
+    if (st?.isSymbolicLink()) {
+      if (known && known.ino === st.ino && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs) return;
+      if (!known && !isValidKey(key)) return;
+      const found = await readOnDisk(file);
+      if (found.kind !== 'link') return this.#check(key, emit);
+      const after = await fsp.lstat(file, { bigint: true }).catch(() => null);
+      const entry = toEntry(key, found);
+      const current = this.#links.get(key);
+      this.#links.set(key, {
+        entry, ino: after?.ino ?? 0n, mtimeNs: after?.mtimeNs ?? 0n, ctimeNs: after?.ctimeNs ?? 0n,
+      });
+      if (current && current.entry.value === entry.value && current.entry.stamp === entry.stamp) return;
+      if (emit) this.#emit({ kind: 'set', key, value: entry.value, stamp: entry.stamp, previous: current?.entry ?? null });
+      return;
+    }
+    // Missing, a regular file (a log) or something else: not an entry.
+    if (known) {
+      this.#links.delete(key);
+      if (emit) this.#emit({ kind: 'removed', key, previous: known.entry });
+    }
+  }
+
+  async #scanDir(dirKey: string, emit: boolean): Promise<void> {
+    const isNew = !this.#dirs.has(dirKey);
+    this.#watchDir(dirKey); // watch first, then list: nothing slips between
+    const dir = dirKey ? path.join(this.root, dirKey) : this.root;
+    let names: string[];
+    try {
+      names = await fsp.readdir(dir);
+    } catch (e) {
+      if (isGone(e) || (e as NodeJS.ErrnoException).code === 'ENOTDIR') {
+        this.#removeDir(dirKey, emit);
+        return;
+      }
+      throw e;
+    }
+    const listed = new Set<string>();
+    for (const name of names) {
+      if (!isHiddenName(name)) listed.add(dirKey ? `${dirKey}/${name}` : name);
+    }
+    if (!isNew) {
+      // Known children this listing no longer names: re-check them too.
+      for (const key of this.#links.keys()) {
+        if (path.posix.dirname(key) === (dirKey || '.') && !listed.has(key)) listed.add(key);
+      }
+      for (const key of this.#dirs.keys()) {
+        if (key !== '' && path.posix.dirname(key) === (dirKey || '.') && !listed.has(key)) listed.add(key);
+      }
+    }
+    await Promise.all([...listed].map((key) => this.#serial(key, emit)));
+  }
+
+  #removeDir(dirKey: string, emit: boolean): void {
+    const prefix = `${dirKey}/`;
+    for (const [key, w] of [...this.#dirs]) {
+      if (key === dirKey || key.startsWith(prefix)) {
+        w.close();
+        this.#dirs.delete(key);
+      }
+    }
+    for (const [key, known] of [...this.#links]) {
+      if (!key.startsWith(prefix)) continue;
+      this.#links.delete(key);
+      if (emit) this.#emit({ kind: 'removed', key, previous: known.entry });
+    }
+  }
+
+  #emit(change: TreeChange): void {
+    if (this.#closed) return;
+    this.stats.changes++;
+    try {
+      this.#onChange(change);
+    } catch (e) {
+      this.#onError(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+}
