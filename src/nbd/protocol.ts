@@ -137,7 +137,8 @@ const ERRNO_ALIASES: Readonly<Record<string, NbdErrnoName>> = {
 export function errnoOf(error: unknown): number {
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
   if (typeof code !== 'string') return NBD_ERRNO.EIO;
-  const name = Object.hasOwn(NBD_ERRNO, code) ? (code as NbdErrnoName) : ERRNO_ALIASES[code];
+  const name = Object.hasOwn(NBD_ERRNO, code) ? (code as NbdErrnoName)
+    : Object.hasOwn(ERRNO_ALIASES, code) ? ERRNO_ALIASES[code] : undefined;
   return name ? NBD_ERRNO[name] : NBD_ERRNO.EIO;
 }
 
