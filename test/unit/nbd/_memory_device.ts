@@ -24,6 +24,8 @@ export class MemoryDevice implements BlockDevice {
   failNext: { op: DeviceCall['op']; code: string } | null = null;
   /** Calls started and not yet settled. */
   active = 0;
+  /** The most calls ever active at once. */
+  peakActive = 0;
 
   constructor(readonly sizeBytes: number) {
     this.data = Buffer.alloc(sizeBytes);
@@ -62,6 +64,7 @@ export class MemoryDevice implements BlockDevice {
   private async enter(call: DeviceCall): Promise<void> {
     this.calls.push(call);
     this.active++;
+    this.peakActive = Math.max(this.peakActive, this.active);
     const delay = this.delayMs(call.op);
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const fail = this.failNext;
