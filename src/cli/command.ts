@@ -15,6 +15,17 @@ export interface CommandContext {
   readonly err: NodeJS.WritableStream;
 }
 
+/** Sections of `marsadm help`, in order. */
+export const COMMAND_GROUPS = {
+  cluster: 'Cluster',
+  resource: 'Resources and roles',
+  views: 'Views (all take --json)',
+  logs: 'Transaction logs',
+  expert: 'Expert',
+  help: 'Help',
+} as const;
+export type CommandGroup = keyof typeof COMMAND_GROUPS;
+
 export type CommandRun = (ctx: CommandContext) => Promise<number>;
 
 export interface CommandSpec {
@@ -29,6 +40,6 @@ export interface CommandSpec {
   readonly minArgs: number;
   readonly maxArgs: number;
   /** Section in the command list. */
-  readonly group: 'logs' | 'help';
+  readonly group: CommandGroup;
   readonly load: () => Promise<CommandRun>;
 }

@@ -2,8 +2,72 @@
  * Every marsadm verb, one file each under commands/. Add a verb here and in docs.
  */
 import type { CommandSpec } from './command.js';
+import type { OptionSpec } from './options.js';
+
+const RES = 'RES';
+
+/** A verb whose run function lives in commands/<file>.ts as `run`. */
+function verb(name: string, synopsis: string, summary: string, group: CommandSpec['group'], minArgs: number, maxArgs: number,
+  load: CommandSpec['load'], extra: { details?: string; options?: readonly OptionSpec[] } = {}): CommandSpec {
+  return { name, synopsis, summary, group, minArgs, maxArgs, load, ...extra };
+}
+
+const SWITCH_SUMMARIES: Readonly<Record<string, string>> = {
+  attach: 'open the resource\'s disk on this host (and serve the device if primary)',
+  detach: 'stop serving and close the disk on this host',
+  up: 'attach, fetch and replay (attach + resume-fetch + resume-replay)',
+  down: 'the reverse of up',
+  'pause-sync': 'stop a full sync to this host', 'resume-sync': 'allow a full sync to this host',
+  'pause-fetch': 'stop fetching logs from peers', 'resume-fetch': 'fetch logs from peers again',
+  'pause-replay': 'stop replaying logs into the disk', 'resume-replay': 'replay logs into the disk again',
+};
+
+const switchVerbs: CommandSpec[] = Object.keys(SWITCH_SUMMARIES).map((name) =>
+  verb(name, RES, SWITCH_SUMMARIES[name]!, 'resource', 1, 1, async () => (await import('./commands/switches.js')).switchVerb(name)));
+
+const MACRO_HELP: Readonly<Record<string, string>> = {
+  'view-role': 'Primary, Secondary or None on this host', 'view-state': 'disk and replication state on this host',
+  'view-diskstate': 'UpToDate, Detached or Failed', 'view-replstate': 'Logging, Replaying, PausedReplay, Detached or DefectiveLog',
+  'view-flags': 'switches: S sync, F fetch, A attach, R replay', 'view-is-primary': '1 if this host is primary',
+  'view-get-primary': 'the designated primary, or (none)', 'view-is-consistent': '1 if this host\'s disk is consistent',
+  'view-device-opened': 'openers of the device on this host', 'view-replay-rest': 'bytes of log not yet applied here',
+  'view-fetch-rest': 'bytes of log not yet fetched here',
+};
+
+const macros: CommandSpec[] = Object.keys(MACRO_HELP).map((name) =>
+  verb(name, '[RES]', MACRO_HELP[name]!, 'views', 0, 1, async () => (await import('./commands/view.js')).macro(name)));
+
 
 export const COMMANDS: readonly CommandSpec[] = [
+  verb('create-cluster', '', 'start a new cluster with this host as its first member', 'cluster', 0, 0,
+    async () => (await import('./commands/create_cluster.js')).run),
+  verb('daemon', '', 'run the Phobos daemon in the foreground (for systemd and tests)', 'cluster', 0, 0,
+    async () => (await import('./commands/daemon.js')).run, {
+      details: 'Acts on the todo-<host>/* switches and shared keys of the tree and publishes actual-<host>/*.\n' +
+        'The primary\'s device is served over NBD at <run-dir>/<res>.nbd (use nbd-client -unix, qemu-io, nbdcopy).\n' +
+        'Stops cleanly on SIGTERM: in-flight requests finish, writeback drains, logs are sealed.',
+      options: [{ name: 'run-dir', kind: 'string', value: 'DIR', help: 'where NBD sockets live (env PHOBOS_RUN_DIR; default /run/phobos)' }],
+    }),
+  verb('create-resource', `${RES} DISK [SIZE]`, 'create a resource on DISK (block device, or regular file in test mode); this host becomes primary', 'resource', 2, 3,
+    async () => (await import('./commands/create_resource.js')).run, {
+      details: 'SIZE takes k/M/G/T suffixes (binary). A regular file is grown to SIZE (sparse).\nWaits until the daemon serves the device.',
+    }),
+  verb('delete-resource', RES, 'stop serving, detach, and remove the resource and its logs', 'resource', 1, 1,
+    async () => (await import('./commands/delete_resource.js')).run),
+  ...switchVerbs,
+  verb('secondary', RES, 'no host is primary any more; the device stops being served', 'resource', 1, 1,
+    async () => (await import('./commands/secondary.js')).run),
+  verb('log-rotate', RES, 'start the next transaction log on the primary', 'logs', 1, 1,
+    async () => (await import('./commands/log_rotate.js')).run),
+  verb('view', '[RES]', 'show resources and each host\'s role, state, device and log', 'views', 0, 1,
+    async () => (await import('./commands/view.js')).run),
+  ...macros,
+  verb('set-link', 'KEY VALUE', 'set a tree key (validated against the key table, docs/tree.md)', 'expert', 2, 2,
+    async () => (await import('./commands/links.js')).setLink),
+  verb('get-link', 'KEY', 'print a tree key\'s value (--json: with its Lamport stamp)', 'expert', 1, 1,
+    async () => (await import('./commands/links.js')).getLink),
+  verb('cat', 'FILE', 'print a regular file of the tree', 'expert', 1, 1,
+    async () => (await import('./commands/cat.js')).run),
   {
     name: 'log-check',
     synopsis: 'FILE',

@@ -1,5 +1,5 @@
 /** Help texts, built from the command table so they never drift from it. */
-import type { CommandSpec } from './command.js';
+import { COMMAND_GROUPS, type CommandGroup, type CommandSpec } from './command.js';
 import { COMMANDS } from './command_table.js';
 import { GLOBAL_OPTIONS, type OptionSpec } from './options.js';
 
@@ -11,14 +11,13 @@ function optionLines(specs: readonly OptionSpec[]): string[] {
 }
 
 export function overview(): string {
-  const groups: Record<CommandSpec['group'], string> = { logs: 'Transaction logs', help: 'Help' };
   const lines = [
     'usage: marsadm [OPTIONS] COMMAND [ARGS]',
     '',
     'Phobos: asynchronous replication of block devices by transaction log shipping.',
   ];
-  for (const group of Object.keys(groups) as CommandSpec['group'][]) {
-    lines.push('', `${groups[group]}:`);
+  for (const group of Object.keys(COMMAND_GROUPS) as CommandGroup[]) {
+    lines.push('', `${COMMAND_GROUPS[group]}:`);
     for (const c of COMMANDS.filter((x) => x.group === group)) {
       lines.push(`  ${`${c.name} ${c.synopsis}`.padEnd(26)} ${c.summary}`);
     }

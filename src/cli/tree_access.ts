@@ -1,0 +1,64 @@
+/**
+ * How verbs reach the tree: open it from the global options (--root, --host), check the
+ * daemon is alive, and wait for its indicators with --timeout.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { hostActualKey, MarsTree, resolveTreeLocation } from '../tree/index.js';
+import type { CommandContext } from './command.js';
+import { CommandError } from './errors.js';
+
+/** --timeout default, seconds. */
+export const DEFAULT_TIMEOUT_S = 60;
+/** A daemon whose actual-<host>/time is older than this is not running, ms. */
+const ALIVE_WINDOW_MS = 10_000;
+
+export async function openTree(ctx: CommandContext, options: { create?: boolean; requireCluster?: boolean } = {}): Promise<MarsTree> {
+  const location = resolveTreeLocation({ root: ctx.options['root'] as string | undefined, host: ctx.options['host'] as string | undefined });
+  try {
+    return await MarsTree.open({ ...location, create: options.create ?? false, requireCluster: options.requireCluster ?? true });
+  } catch (error) {
+    const e = error as Error & { code?: string };
+    if (e.code === 'EPHOBOS_NOT_CLUSTER' || e.code === 'ENOENT') {
+      throw new CommandError(`${location.root} is not a Phobos cluster tree; create one with \`marsadm create-cluster\` ` +
+        '(or pass --root / set MARS_ROOT)', 1, { cause: error });
+    }
+    throw new CommandError(e.message, 1, { cause: error });
+  }
+}
+
+export function timeoutMs(ctx: CommandContext): number {
+  return Number(ctx.options['timeout'] ?? DEFAULT_TIMEOUT_S) * 1000;
+}
+
+/** Is the daemon on host publishing its liveness? */
+export async function daemonAlive(tree: MarsTree, host = tree.host): Promise<boolean> {
+  if ((await tree.getValue(hostActualKey(host, 'alive'))) !== '1') return false;
+  const time = await tree.get(hostActualKey(host, 'time'));
+  return time !== undefined && Date.now() - time.stamp / 1000 < ALIVE_WINDOW_MS;
+}
+
+/**
+ * Wait until check() is true. Fails with a message naming what was awaited, the host,
+ * and (if the daemon is not running) how to start it. The switch already written stays:
+ * the command is safe to retry.
+ */
+export async function waitFor(ctx: CommandContext, tree: MarsTree, what: string, check: () => Promise<boolean>): Promise<void> {
+  const limit = timeoutMs(ctx);
+  const started = Date.now();
+  for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+    if (await check()) return;
+    const waited = Date.now() - started;
+    if (waited >= limit) {
+      const alive = await daemonAlive(tree);
+      throw new CommandError(`timed out after ${Math.round(waited / 1000)} s waiting for ${what} on ${tree.host}` +
+        (alive ? '; see the daemon log (journalctl -u phobos-daemon) and retry, or raise --timeout'
+          : `; the daemon on ${tree.host} is not running: start it (systemctl start phobos-daemon, or marsadm daemon) and retry`));
+    }
+    if (!(await daemonAlive(tree)) && waited >= Math.min(limit, 3000)) {
+      throw new CommandError(`the daemon on ${tree.host} is not running, so ${what} cannot happen; ` +
+        'start it (systemctl start phobos-daemon, or marsadm daemon) and retry: the switch is already set');
+    }
+    await sleep(delay);
+  }
+}

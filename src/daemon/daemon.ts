@@ -1,0 +1,135 @@
+/**
+ * The Phobos daemon (`marsadm daemon`): runs in the foreground under systemd or a test.
+ * It watches the tree, reconciles every resource that has a disk on this host, and
+ * publishes liveness (`actual-<host>/alive`, `actual-<host>/time`).
+ *
+ * Reconcile passes never overlap: a change during a pass schedules exactly one more.
+ * SIGTERM (stop()) finishes the current pass, then stops serving every resource (in-flight
+ * requests complete, writeback drains, logs are sealed) and marks the host not alive.
+ */
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+
+import {
+  dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
+} from '../tree/index.js';
+import { ResourceController, seqOf } from './resource_controller.js';
+import type { DaemonOptions, Desired } from './types.js';
+
+export class Daemon {
+  private readonly controllers = new Map<string, ResourceController>();
+  private watcher: TreeWatcher | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopping = false;
+  private readonly log: (line: string) => void;
+  private readonly runDir: string;
+
+  private constructor(private readonly tree: MarsTree, private readonly opts: DaemonOptions) {
+    this.runDir = opts.runDir ?? '/run/phobos';
+    const prefix = `phobos-daemon[${tree.host}]`;
+    this.log = opts.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} ${prefix}: ${line}\n`));
+  }
+
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const tree = await MarsTree.open({ root: opts.root, host: opts.host });
+    const daemon = new Daemon(tree, opts);
+    await daemon.markAlive();
+    daemon.watcher = await TreeWatcher.start({ root: tree.root, onChange: () => daemon.schedule() });
+    daemon.timers.push(setInterval(() => daemon.schedule(), opts.reconcileIntervalMs ?? 1000));
+    daemon.timers.push(setInterval(() => void daemon.markAlive().catch((e: Error) => daemon.log(`liveness: ${e.message}`)),
+      opts.aliveIntervalMs ?? 2000));
+    daemon.log(`started on ${tree.root}, NBD sockets in ${daemon.runDir}`);
+    daemon.schedule();
+    await daemon.running;
+    return daemon;
+  }
+
+  /** Run a reconcile pass now, or one more after the current one. */
+  schedule(): void {
+    if (this.stopping) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.reconcileAll()
+      .catch((e: Error) => this.log(`reconcile failed: ${e.message}`))
+      .finally(() => {
+        this.running = null;
+        if (this.again && !this.stopping) {
+          this.again = false;
+          this.schedule();
+        }
+      });
+  }
+
+  /** Wait for the reconcile pass in progress, if any (tests use it). */
+  async settled(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    this.watcher?.close();
+    await this.settled();
+    for (const c of this.controllers.values()) await c.shutdown();
+    await this.tree.set(hostActualKey(this.tree.host, 'alive'), '0').catch(() => undefined);
+    this.log('stopped');
+  }
+
+  private async markAlive(): Promise<void> {
+    const host = this.tree.host;
+    if ((await this.tree.getValue(hostActualKey(host, 'alive'))) !== '1') await this.tree.set(hostActualKey(host, 'alive'), '1');
+    await this.tree.set(hostActualKey(host, 'time'), formatStamp(await this.tree.stamp()));
+  }
+
+  private async reconcileAll(): Promise<void> {
+    const resources = new Set(await this.tree.listResources());
+    for (const [res, controller] of this.controllers) {
+      if (!resources.has(res)) {
+        await controller.shutdown();
+        this.controllers.delete(res);
+      }
+    }
+    for (const res of resources) {
+      const want = await this.desired(res);
+      let controller = this.controllers.get(res);
+      if (!want) {
+        if (controller) {
+          await controller.shutdown();
+          this.controllers.delete(res);
+        }
+        continue;
+      }
+      if (!controller) {
+        controller = new ResourceController(res, this.tree, this.runDir, this.log);
+        this.controllers.set(res, controller);
+      }
+      await controller.reconcile(want);
+    }
+  }
+
+  /** What the tree asks for res on this host; null if this host has no disk for it. */
+  private async desired(res: string): Promise<Desired | null> {
+    const host = this.tree.host;
+    const disk = await this.tree.getValue(dataKey(res, host));
+    if (!disk) return null;
+    const dir = path.join(this.tree.root, `resource-${res}`);
+    const logs = (await readdir(dir).catch(() => [] as string[])).filter((f) => /^log-[0-9]{9}-/.test(f));
+    const own = logs.filter((f) => f.endsWith(`-${host}`)).sort();
+    const replay = await this.tree.getValue(replayKey(res, host));
+    const m = replay ? /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(replay) : null;
+    return {
+      resource: res,
+      attach: (await this.tree.getValue(todoKey(res, host, 'attach'))) === '1',
+      primary: (await this.tree.getValue(primaryKey(res))) === host,
+      disk,
+      sizeBytes: Number(await this.tree.getValue(sizeKey(res)) ?? 0),
+      newestOwnLog: own.length ? path.join(dir, own[own.length - 1]!) : null,
+      maxSeq: logs.reduce((max, f) => Math.max(max, seqOf(f)), 0),
+      checkpoint: m ? { logPath: path.join(dir, m[1]!), position: Number(m[2]) } : null,
+    };
+  }
+}

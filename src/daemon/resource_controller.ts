@@ -1,0 +1,178 @@
+/**
+ * One resource on this host: brings it to the phase the tree asks for (detached,
+ * attached, primary with its device served over NBD) and publishes what it reached.
+ *
+ * Transitions run one at a time (the daemon serialises reconcile passes). A failure to
+ * become primary (corrupt log, missing disk) leaves the resource attached, publishes a
+ * negative replay-code with the reason, and is retried only when the tree's inputs change
+ * or after a minute, so a broken resource does not spin.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+
+import { UserEngine, type Checkpoint } from '../dataplane/index.js';
+import { NbdServer } from '../nbd/index.js';
+import { actualKey, replayKey, type MarsTree } from '../tree/index.js';
+import type { Desired, ResourcePhase } from './types.js';
+
+const RETRY_FAILED_MS = 60_000;
+
+interface Serving {
+  readonly engine: UserEngine;
+  readonly server: NbdServer;
+  readonly socketPath: string;
+}
+
+export class ResourceController {
+  private phase: ResourcePhase = { kind: 'detached' };
+  private serving: Serving | null = null;
+  private failedInputs: string | null = null;
+  private failedAt = 0;
+  private readonly published = new Map<string, string>();
+
+  constructor(
+    readonly resource: string,
+    private readonly tree: MarsTree,
+    private readonly runDir: string,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  get currentPhase(): ResourcePhase {
+    return this.phase;
+  }
+
+  async reconcile(want: Desired): Promise<void> {
+    if (!want.attach) {
+      await this.stopServing();
+      this.phase = { kind: 'detached' };
+    } else if (!want.primary) {
+      await this.stopServing();
+      this.phase = { kind: 'attached' };
+    } else if (this.serving) {
+      await this.followRotation(want);
+    } else if (!this.shouldRetry(want)) {
+      // A failed start: wait for changed inputs or the retry interval.
+    } else {
+      await this.startServing(want);
+    }
+    await this.publish();
+  }
+
+  /** Stop everything (daemon shutdown or resource gone). */
+  async shutdown(): Promise<void> {
+    await this.stopServing();
+    this.phase = { kind: 'detached' };
+    await this.publish().catch(() => undefined);
+  }
+
+  private shouldRetry(want: Desired): boolean {
+    if (this.phase.kind !== 'failed') return true;
+    return JSON.stringify(want) !== this.failedInputs || Date.now() - this.failedAt > RETRY_FAILED_MS;
+  }
+
+  private async startServing(want: Desired): Promise<void> {
+    const res = this.resource;
+    const logPath = want.newestOwnLog ?? path.join(this.tree.root, `resource-${res}`, logName(Math.max(1, want.maxSeq + 1), this.tree.host));
+    const socketPath = path.join(this.runDir, `${res}.nbd`);
+    let engine: UserEngine | null = null;
+    try {
+      engine = await UserEngine.open({
+        diskPath: want.disk,
+        sizeBytes: want.sizeBytes,
+        logPath,
+        checkpoint: want.checkpoint,
+        saveCheckpoint: (c) => this.saveCheckpoint(c),
+        stamp: recordClock(BigInt(await this.tree.stamp()) * 1000n),
+      });
+      await mkdir(this.runDir, { recursive: true, mode: 0o755 });
+      const server = new NbdServer({ socketPath, exportName: res, device: engine });
+      server.on('open', () => void this.publish().catch(() => undefined));
+      server.on('close', () => void this.publish().catch(() => undefined));
+      await server.listen();
+      this.serving = { engine, server, socketPath };
+      this.phase = { kind: 'primary', socketPath, logPath };
+      this.failedInputs = null;
+      const r = engine.recovery;
+      this.log(`resource ${res}: primary, serving ${socketPath}, log ${path.basename(logPath)}` +
+        (r.replayedRecords || r.truncatedBytes ? ` (recovered: ${r.replayedRecords} records replayed, ${r.truncatedBytes} torn bytes cut)` : ''));
+    } catch (error) {
+      await engine?.close().catch(() => undefined);
+      const e = error as Error & { code?: string };
+      this.phase = { kind: 'failed', reason: e.message, code: e.code ?? 'EIO' };
+      this.failedInputs = JSON.stringify(want);
+      this.failedAt = Date.now();
+      this.log(`resource ${res}: cannot become primary: ${e.message}`);
+    }
+  }
+
+  /** marsadm log-rotate created a newer log of ours: switch to it. */
+  private async followRotation(want: Desired): Promise<void> {
+    const serving = this.serving!;
+    if (!want.newestOwnLog || want.newestOwnLog === serving.engine.logPath) return;
+    if (seqOf(want.newestOwnLog) <= seqOf(serving.engine.logPath)) return;
+    await serving.engine.rotate(want.newestOwnLog);
+    this.phase = { kind: 'primary', socketPath: serving.socketPath, logPath: want.newestOwnLog };
+    this.log(`resource ${this.resource}: switched to ${path.basename(want.newestOwnLog)}`);
+  }
+
+  private async stopServing(): Promise<void> {
+    const serving = this.serving;
+    if (!serving) return;
+    this.serving = null;
+    await serving.server.close();
+    await serving.engine.close();
+    await rm(serving.socketPath, { force: true });
+    this.log(`resource ${this.resource}: stopped serving ${serving.socketPath}`);
+  }
+
+  private async saveCheckpoint(c: Checkpoint): Promise<void> {
+    await this.tree.set(replayKey(this.resource, this.tree.host), `${path.basename(c.logPath)},${c.position},0`);
+  }
+
+  /** Write the indicators that changed since the last time. */
+  private async publish(): Promise<void> {
+    const host = this.tree.host, res = this.resource;
+    const phase = this.phase;
+    const values: Record<string, string> = {
+      'is-attached': phase.kind === 'detached' ? '0' : '1',
+      'is-primary': phase.kind === 'primary' ? '1' : '0',
+      'open-count': String(this.serving?.server.openCount ?? 0),
+      'replay-code': phase.kind === 'failed' ? `-1,${phase.code}: ${phase.reason.replace(/\s+/g, ' ').slice(0, 300)}` : '0',
+      'device': phase.kind === 'primary' ? phase.socketPath : '(none)',
+    };
+    for (const [name, value] of Object.entries(values)) {
+      const key = actualKey(res, host, name);
+      if (this.published.get(key) === value) continue;
+      if (this.published.get(key) === undefined && (await this.tree.getValue(key)) === value) {
+        this.published.set(key, value);
+        continue;
+      }
+      await this.tree.set(key, value);
+      this.published.set(key, value);
+    }
+  }
+}
+
+/**
+ * Stamps for log records, ns: never below the tree's Lamport time at start, strictly
+ * increasing, following the wall clock. Per-write stamps must not take the tree lock.
+ */
+function recordClock(startNs: bigint): () => bigint {
+  let last = startNs;
+  return () => {
+    const wall = BigInt(Date.now()) * 1_000_000n;
+    last = wall > last ? wall : last + 1n;
+    return last;
+  };
+}
+
+/** `log-000000007-alpha` */
+export function logName(seq: number, host: string): string {
+  return `log-${String(seq).padStart(9, '0')}-${host}`;
+}
+
+/** The sequence number in a log file name, or -1. */
+export function seqOf(logPath: string): number {
+  const m = /^log-([0-9]{9})-/.exec(path.basename(logPath));
+  return m ? Number(m[1]) : -1;
+}

@@ -1,0 +1,46 @@
+/**
+ * Types of the daemon: its options and what it decides for each resource. The daemon
+ * reads switches (`todo-<host>/*`) and shared keys (`primary`), acts, and publishes
+ * indicators (`actual-<host>/*`), as MARS's kernel part does (reference/mars.md 1.3-1.4).
+ */
+
+export interface DaemonOptions {
+  /** The tree root. */
+  readonly root: string;
+  /** This host's name. */
+  readonly host: string;
+  /** Where NBD sockets live: `<runDir>/<res>.nbd`. @default '/run/phobos' */
+  readonly runDir?: string;
+  /** Reconcile at least this often even without tree events, ms. @default 1000 */
+  readonly reconcileIntervalMs?: number;
+  /** Publish `actual-<host>/time` this often (liveness), ms. @default 2000 */
+  readonly aliveIntervalMs?: number;
+  /** Where log lines go (one line each, no trailing newline). @default stderr */
+  readonly log?: (line: string) => void;
+}
+
+/** What the tree asks of one resource on this host. */
+export interface Desired {
+  readonly resource: string;
+  /** `todo-<host>/attach` is 1. */
+  readonly attach: boolean;
+  /** `primary` names this host. */
+  readonly primary: boolean;
+  /** `data-<host>`: the underlying disk. */
+  readonly disk: string;
+  /** `size`, bytes. */
+  readonly sizeBytes: number;
+  /** Newest log file written by this host, as a path, if any. */
+  readonly newestOwnLog: string | null;
+  /** Highest log sequence number in the resource (any origin), 0 if none. */
+  readonly maxSeq: number;
+  /** The `replay-<host>` checkpoint, if any. */
+  readonly checkpoint: { readonly logPath: string; readonly position: number } | null;
+}
+
+/** Where a resource is on this host. */
+export type ResourcePhase =
+  | { readonly kind: 'detached' }
+  | { readonly kind: 'attached' }
+  | { readonly kind: 'primary'; readonly socketPath: string; readonly logPath: string }
+  | { readonly kind: 'failed'; readonly reason: string; readonly code: string };
