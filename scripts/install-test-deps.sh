@@ -2,6 +2,7 @@
 # Installs the Debian packages the test tiers need (run as root; CI runs it from .ci/run).
 #   fuzz tier: clang (libFuzzer, ASan, UBSan)
 #   codecs:    liblz4-1, libzstd1 (runtime libraries only; the addon dlopens them)
+#   nbd:       qemu-utils (qemu-io, qemu-img drive the NBD server in test/unit/nbd)
 # Safe to re-run: it installs only what is missing.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ packages=()
 command -v clang >/dev/null 2>&1 || packages+=(clang)
 ldconfig -p | grep -q 'liblz4\.so\.1 ' || packages+=(liblz4-1)
 ldconfig -p | grep -q 'libzstd\.so\.1 ' || packages+=(libzstd1)
+command -v qemu-io >/dev/null 2>&1 || packages+=(qemu-utils)
 
 if [ ${#packages[@]} -eq 0 ]; then
   echo "install-test-deps: everything present"
