@@ -2,7 +2,7 @@
  * Private to src/tree: reading and writing one symlink entry on disk, the stamp <-> mtime
  * conversion, and the names that are not entries.
  */
-import { promises as fsp } from 'node:fs';
+import { lstatSync, lutimesSync, promises as fsp, readlinkSync, renameSync, symlinkSync, unlinkSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 
@@ -94,4 +94,46 @@ export async function writeLink(file: string, value: string, stamp: LamportStamp
 export function isGone(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * Synchronous twins of readOnDisk and writeLink, for the locked sections of MarsTree:
+ * a few microseconds per syscall instead of a thread-pool round trip (~70 us each on the
+ * dev VM), which keeps the cross-process lock held as briefly as possible.
+ */
+export function readOnDiskSync(file: string): OnDisk {
+  for (;;) {
+    const before = lstatSync(file, { bigint: true, throwIfNoEntry: false });
+    if (before === undefined) return { kind: 'missing' };
+    if (before.isDirectory()) return { kind: 'dir' };
+    if (before.isFile()) return { kind: 'file' };
+    if (!before.isSymbolicLink()) return { kind: 'other' };
+    let value: string;
+    try {
+      value = readlinkSync(file);
+    } catch (e) {
+      if (isGone(e) || (e as NodeJS.ErrnoException).code === 'EINVAL') continue;
+      throw e;
+    }
+    const after = lstatSync(file, { bigint: true, throwIfNoEntry: false });
+    if (after && sameVersion(before, after)) return { kind: 'link', value, stamp: statToStamp(after) };
+  }
+}
+
+export function writeLinkSync(file: string, value: string, stamp: LamportStamp): void {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.tmp.${process.pid}.${tmpCounter++}.${path.basename(file)}`);
+  symlinkSync(value, tmp);
+  try {
+    const seconds = stampToSeconds(stamp);
+    lutimesSync(tmp, seconds, seconds);
+    renameSync(tmp, file);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+    throw e;
+  }
 }

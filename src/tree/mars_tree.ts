@@ -11,11 +11,11 @@
  * await tree.set(todoKey('r1', 'alpha', 'attach'), '1');
  * await tree.getValue('resource-r1/todo-alpha/attach');   // '1'
  */
-import { promises as fsp } from 'node:fs';
+import { lstatSync, mkdirSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { acquireFileLock } from '../dataplane/index.js';
-import { isGone, isHiddenName, readOnDisk, toEntry, writeLink } from './_entry_io.js';
+import { isGone, isHiddenName, readOnDisk, readOnDiskSync, toEntry, writeLinkSync } from './_entry_io.js';
 import type { OnDisk } from './_entry_io.js';
 import { TreeError } from './errors.js';
 import { checkValue, isValidKey, parseKey, UUID_KEY } from './keys.js';
@@ -115,8 +115,8 @@ export class MarsTree {
     checkValue(parsed, value);
     if (options.stamp !== undefined) checkStamp(key, options.stamp);
     return this.withLock(async () => {
-      const file = await this.#prepare(key);
-      const existing = await this.#existingLink(key, file);
+      const file = this.#prepare(key);
+      const existing = this.#existingLink(key, file);
       let stamp: LamportStamp;
       if (options.stamp !== undefined) {
         if (existing && options.stamp <= existing.stamp) return null;
@@ -129,7 +129,7 @@ export class MarsTree {
         if (existing) this.clock.observe(existing.stamp);
         stamp = Math.max(this.clock.now(), existing ? existing.stamp + 1 : 0);
       }
-      await writeLink(file, value ?? TOMBSTONE, stamp);
+      writeLinkSync(file, value ?? TOMBSTONE, stamp);
       return { key, value, stamp };
     });
   }
@@ -149,14 +149,14 @@ export class MarsTree {
   async update(key: string, fn: (current: TreeEntry | undefined) => string | null | undefined): Promise<TreeEntry | undefined> {
     const parsed = parseKey(key);
     return this.withLock(async () => {
-      const file = await this.#prepare(key);
-      const existing = await this.#existingLink(key, file);
+      const file = this.#prepare(key);
+      const existing = this.#existingLink(key, file);
       const next = fn(existing ? toEntry(key, existing) : undefined);
       if (next === undefined) return undefined;
       checkValue(parsed, next);
       if (existing) this.clock.observe(existing.stamp);
       const stamp = Math.max(this.clock.now(), existing ? existing.stamp + 1 : 0);
-      await writeLink(file, next ?? TOMBSTONE, stamp);
+      writeLinkSync(file, next ?? TOMBSTONE, stamp);
       return { key, value: next, stamp };
     });
   }
@@ -212,14 +212,14 @@ export class MarsTree {
         }
         newest = Math.max(newest, e.stamp);
         const file = path.join(this.root, e.key);
-        const local = await readOnDisk(file);
+        const local = readOnDiskSync(file);
         if (local.kind === 'missing') {
           if (e.value === null) continue;
-          await this.#prepare(e.key);
+          this.#prepare(e.key);
         } else if (local.kind !== 'link' || !incomingWins(e, local)) {
           continue;
         }
-        await writeLink(file, e.value ?? TOMBSTONE, e.stamp);
+        writeLinkSync(file, e.value ?? TOMBSTONE, e.stamp);
         applied.push({ key: e.key, value: e.value, stamp: e.stamp });
       }
       if (newest > 0) this.clock.observe(newest);
@@ -238,7 +238,7 @@ export class MarsTree {
       const removed: string[] = [];
       for (const c of candidates) {
         const file = path.join(this.root, c.key);
-        const now = await readOnDisk(file);
+        const now = readOnDiskSync(file);
         if (now.kind !== 'link' || now.value !== TOMBSTONE || now.stamp >= cutoff) continue;
         await fsp.unlink(file);
         removed.push(c.key);
@@ -266,8 +266,8 @@ export class MarsTree {
   }
 
   /** The existing link at a key, refusing a regular file or directory there. */
-  async #existingLink(key: string, file: string): Promise<Link | undefined> {
-    const found = await readOnDisk(file);
+  #existingLink(key: string, file: string): Link | undefined {
+    const found = readOnDiskSync(file);
     switch (found.kind) {
       case 'link':
         return found;
@@ -281,19 +281,18 @@ export class MarsTree {
   }
 
   /** Create the key's parent directories (0755); refuse a component that is not a directory. */
-  async #prepare(key: string): Promise<string> {
+  #prepare(key: string): string {
     const segments = key.split('/');
     let dir = this.root;
     for (const segment of segments.slice(0, -1)) {
       dir = path.join(dir, segment);
-      const st = await fsp.lstat(dir).catch((e: unknown) => {
-        if (isGone(e)) return null;
-        throw e;
-      });
-      if (st === null) {
-        await fsp.mkdir(dir, { mode: 0o755 }).catch((e: unknown) => {
+      const st = lstatSync(dir, { throwIfNoEntry: false });
+      if (st === undefined) {
+        try {
+          mkdirSync(dir, { mode: 0o755 });
+        } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        });
+        }
       } else if (!st.isDirectory()) {
         throw new TreeError('EPHOBOS_KEY',
           `${key}: ${dir} is not a directory (a ${st.isSymbolicLink() ? 'symlink' : 'file'}); the tree never follows it out of the root`);
@@ -338,7 +337,7 @@ export class MarsTree {
         const file = path.join(dir, d.name);
         if (d.isDirectory()) {
           if (!isHiddenName(d.name)) await sweep(file);
-        } else if (d.name.startsWith('.tmp.') || d.name.startsWith('.lamport.tmp.')) {
+        } else if (d.name.startsWith('.tmp.')) {
           const st = await fsp.lstat(file).catch(() => null);
           if (st && st.ctimeMs < cutoff) await fsp.unlink(file).catch(() => undefined);
         }

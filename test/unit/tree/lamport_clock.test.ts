@@ -48,7 +48,7 @@ describe('LamportClock', () => {
     const wall = 1_763_800_000_000;
     const first = new LamportClock({ statePath: tmp.file('.lamport'), wallClockMs: () => wall });
     const a = first.now();
-    expect(readFileSync(tmp.file('.lamport'), 'utf8')).to.equal(`${a}\n`);
+    expect(readFileSync(tmp.file('.lamport'), 'utf8')).to.equal(`${String(a).padStart(20, '0')}\n`);
     // A restart with the wall clock set back by an hour.
     const second = new LamportClock({ statePath: tmp.file('.lamport'), wallClockMs: () => wall - 3_600_000 });
     expect(second.peek()).to.equal(a);
