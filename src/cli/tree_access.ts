@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { hostActualKey, MarsTree, resolveTreeLocation } from '../tree/index.js';
+import { hostActualKey, MarsTree, resolveTreeLocation, sizeKey } from '../tree/index.js';
 import type { CommandContext } from './command.js';
 import { CommandError } from './errors.js';
 
@@ -61,4 +61,11 @@ export async function waitFor(ctx: CommandContext, tree: MarsTree, what: string,
     }
     await sleep(delay);
   }
+}
+
+/** Resources that exist: listed by the tree and not deleted (their size is set). */
+export async function liveResources(tree: MarsTree): Promise<string[]> {
+  const all = await tree.listResources();
+  const live = await Promise.all(all.map(async (r) => ((await tree.getValue(sizeKey(r))) !== undefined ? r : null)));
+  return live.filter((r): r is string => r !== null);
 }

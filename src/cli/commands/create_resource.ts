@@ -13,7 +13,7 @@ import {
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { parseInteger } from '../options.js';
-import { openTree, waitFor } from '../tree_access.js';
+import { liveResources, openTree, waitFor } from '../tree_access.js';
 
 export async function run(ctx: CommandContext): Promise<number> {
   const [resArg, diskArg, sizeArg] = ctx.args as [string, string, string | undefined];
@@ -90,7 +90,7 @@ async function checkDisk(disk: string, wanted: number | undefined): Promise<numb
 
 /** No other resource on this host may use the same disk. */
 async function refuseDiskInUse(tree: MarsTree, disk: string): Promise<void> {
-  for (const other of await tree.listResources()) {
+  for (const other of await liveResources(tree)) {
     if ((await tree.getValue(dataKey(other, tree.host))) === disk) {
       throw new CommandError(`disk ${disk} is already used by resource ${other}; give another disk`);
     }

@@ -11,7 +11,7 @@ import {
 import type { CommandContext, CommandRun } from '../command.js';
 import { CommandError } from '../errors.js';
 import { formatBytes } from '../format.js';
-import { openTree } from '../tree_access.js';
+import { daemonAlive, liveResources, openTree } from '../tree_access.js';
 
 export type Role = 'Primary' | 'Secondary' | 'None';
 export type DiskState = 'UpToDate' | 'Detached' | 'Failed';
@@ -41,6 +41,8 @@ export interface HostView {
   readonly fetchRest: number;
   /** replay-code: 0, or negative with a reason. */
   readonly replayCode: string;
+  /** The host's daemon publishes liveness; when false, the other fields are its last words. */
+  readonly daemonAlive: boolean;
 }
 
 export interface ResourceView {
@@ -94,13 +96,14 @@ async function hostView(tree: MarsTree, res: string, host: string, primary: stri
     replayRest: Math.max(0, logBytes - replayPosition),
     fetchRest: 0,
     replayCode,
+    daemonAlive: await daemonAlive(tree, host),
   };
 }
 
 async function views(ctx: CommandContext): Promise<{ tree: MarsTree; list: ResourceView[] }> {
   const tree = await openTree(ctx);
   const wanted = ctx.args[0];
-  const all = await tree.listResources();
+  const all = await liveResources(tree);
   if (wanted !== undefined && !all.includes(wanted)) throw new CommandError(`no resource ${wanted} in ${tree.root}; \`marsadm view\` lists them`);
   const names = wanted === undefined ? all : [wanted];
   return { tree, list: await Promise.all(names.map((r) => resourceView(tree, r))) };
@@ -112,7 +115,8 @@ function viewText(v: ResourceView): string {
     const device = h.device ? `  device ${h.device} (opened ${h.openCount})` : '';
     const log = h.log ? `  log ${h.log} ${formatBytes(h.logBytes)}, replay rest ${formatBytes(h.replayRest)}` : '';
     const code = h.replayCode.startsWith('-') ? `  ERROR ${h.replayCode.slice(h.replayCode.indexOf(',') + 1)}` : '';
-    lines.push(`${h.host}  ${h.role}  ${h.diskState}  ${h.replState}  ${h.flags}${device}${log}${code}`);
+    const down = h.daemonAlive ? '' : '  DAEMON NOT RUNNING (start it: systemctl start phobos-daemon, or marsadm daemon)';
+    lines.push(`${h.host}  ${h.role}  ${h.diskState}  ${h.replState}  ${h.flags}${device}${log}${code}${down}`);
   }
   return lines.join('\n') + '\n';
 }
