@@ -11,7 +11,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-  dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
+  actualKey, dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
 } from '../tree/index.js';
 import { ResourceController, seqOf } from './resource_controller.js';
 import type { DaemonOptions, Desired } from './types.js';
@@ -35,6 +35,7 @@ export class Daemon {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const tree = await MarsTree.open({ root: opts.root, host: opts.host });
     const daemon = new Daemon(tree, opts);
+    await daemon.clearServingIndicators();
     await daemon.markAlive();
     daemon.watcher = await TreeWatcher.start({ root: tree.root, onChange: () => daemon.schedule() });
     daemon.timers.push(setInterval(() => daemon.schedule(), opts.reconcileIntervalMs ?? 1000));
@@ -77,6 +78,23 @@ export class Daemon {
     for (const c of this.controllers.values()) await c.shutdown();
     await this.tree.set(hostActualKey(this.tree.host, 'alive'), '0').catch(() => undefined);
     this.log('stopped');
+  }
+
+  /**
+   * A daemon killed while serving left is-primary = 1 and its device in the tree. Until
+   * this one has recovered and listens, nothing is served: say so before anything else,
+   * so no script connects to a device that is not there yet.
+   */
+  private async clearServingIndicators(): Promise<void> {
+    const host = this.tree.host;
+    for (const res of await this.tree.listResources()) {
+      if ((await this.tree.getValue(dataKey(res, host))) === undefined) continue;
+      for (const [name, idle] of [['is-primary', '0'], ['open-count', '0'], ['device', '(none)']] as const) {
+        const key = actualKey(res, host, name);
+        const now = await this.tree.getValue(key);
+        if (now !== undefined && now !== idle) await this.tree.set(key, idle);
+      }
+    }
   }
 
   private async markAlive(): Promise<void> {
