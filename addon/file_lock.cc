@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
 
 #include "napi_util.h"
@@ -37,9 +38,12 @@ Napi::Value TryLock(const Napi::CallbackInfo &info)
 			return env.Null();
 		return throw_error(env, sys_message("lock " + path, err), errno_name(err).c_str());
 	}
-	std::string pid = std::to_string(getpid()) + "\n";
-	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-		// The pid is only for messages; the lock itself is held.
+	// Fixed width, so no truncate is needed (this runs for every tree mutation). The pid
+	// is only for messages; the lock is held whatever this write does.
+	char pid[16];
+	int n = snprintf(pid, sizeof(pid), "%10d\n", static_cast<int>(getpid()));
+	if (pwrite(fd, pid, static_cast<size_t>(n), 0) < 0) {
+		// ignored, see above
 	}
 	return Napi::Number::New(env, fd);
 }
