@@ -22,6 +22,7 @@ namespace phobos {
 void register_log_reader(Napi::Env env, Napi::Object exports);
 void register_log_writer(Napi::Env env, Napi::Object exports);
 void register_file_lock(Napi::Env env, Napi::Object exports);
+void register_tree_walk(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -263,6 +264,74 @@ Napi::Value BlockDigests(const Napi::CallbackInfo &info)
 	return (new DigestWorker(env, path, offset, length, block))->Start();
 }
 
+// writeBatch(fd, offsets: Float64Array, buffers: Uint8Array[]) -> Promise<void>: pwrite
+// each buffer at its offset, in order, in one worker job. The userspace engine's
+// writeback of many small random writes costs one thread hop per batch, not per write.
+class WriteBatchWorker : public PromiseWorker {
+public:
+	WriteBatchWorker(Napi::Env env, int fd, std::vector<uint64_t> offsets,
+			 std::vector<std::pair<const uint8_t *, size_t>> pieces, Napi::Array keep)
+		: PromiseWorker(env), fd_(fd), offsets_(std::move(offsets)), pieces_(std::move(pieces)),
+		  keep_(Napi::Persistent(keep))
+	{
+	}
+
+	void Execute() override
+	{
+		for (size_t i = 0; i < pieces_.size(); i++) {
+			const uint8_t *p = pieces_[i].first;
+			size_t len = pieces_[i].second;
+			uint64_t off = offsets_[i];
+			while (len) {
+				ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(off));
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0) {
+					int err = n < 0 ? errno : ENOSPC;
+					return Fail(sys_message("write at offset " + std::to_string(off), err), err);
+				}
+				p += n;
+				len -= static_cast<size_t>(n);
+				off += static_cast<uint64_t>(n);
+			}
+		}
+	}
+
+	Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+private:
+	int fd_;
+	std::vector<uint64_t> offsets_;
+	std::vector<std::pair<const uint8_t *, size_t>> pieces_;
+	Napi::Reference<Napi::Array> keep_;	// the buffers stay alive until the job ends
+};
+
+Napi::Value WriteBatch(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	uint64_t fd;
+	if (!arg_u64(info, 0, "fd", &fd))
+		return env.Undefined();
+	if (info.Length() < 3 || !info[1].IsTypedArray() || !info[2].IsArray())
+		return throw_error(env, "writeBatch(fd, offsets: Float64Array, buffers: Uint8Array[])", "EPHOBOS_ARG");
+	Napi::Float64Array offsets = info[1].As<Napi::Float64Array>();
+	Napi::Array buffers = info[2].As<Napi::Array>();
+	if (offsets.ElementLength() != buffers.Length())
+		return throw_error(env, "writeBatch: one offset per buffer", "EPHOBOS_ARG");
+	std::vector<uint64_t> offs(offsets.ElementLength());
+	std::vector<std::pair<const uint8_t *, size_t>> pieces(buffers.Length());
+	for (uint32_t i = 0; i < buffers.Length(); i++) {
+		Napi::Value b = buffers.Get(i);
+		double o = offsets[i];
+		if (!b.IsTypedArray() || o < 0)
+			return throw_error(env, "writeBatch: buffers must be Uint8Arrays, offsets >= 0", "EPHOBOS_ARG");
+		Napi::Uint8Array u = b.As<Napi::Uint8Array>();
+		offs[i] = static_cast<uint64_t>(o);
+		pieces[i] = {u.Data(), u.ByteLength()};
+	}
+	return (new WriteBatchWorker(env, static_cast<int>(fd), std::move(offs), std::move(pieces), buffers))->Start();
+}
+
 // deviceSize(path) -> bytes: the size of a block device or file (lseek to the end; fstat
 // reports 0 for block devices). Two syscalls, so synchronous.
 Napi::Value DeviceSize(const Napi::CallbackInfo &info)
@@ -296,9 +365,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	exports.Set("codecRoundTrip", Napi::Function::New(env, CodecRoundTrip));
 	exports.Set("blockDigests", Napi::Function::New(env, BlockDigests));
 	exports.Set("deviceSize", Napi::Function::New(env, DeviceSize));
+	exports.Set("writeBatch", Napi::Function::New(env, WriteBatch));
 	register_log_reader(env, exports);
 	register_log_writer(env, exports);
 	register_file_lock(env, exports);
+	register_tree_walk(env, exports);
 	return exports;
 }
 

@@ -4,15 +4,19 @@
  * run on the same machine. Targets live in the issues; they are checked here, never by
  * timed tests.
  */
+import { runCliLatency } from './cli_latency.js';
 import { runCompress } from './compress.js';
 import { runCrc32c } from './crc32c.js';
 import { runLogAppendAndReplay } from './log_io.js';
+import { runNbdWrite } from './nbd_write.js';
 
 const BENCHES: Record<string, () => Promise<void>> = {
   crc32c: runCrc32c,
   'log-append': () => runLogAppendAndReplay({ replay: false }),
   'log-replay': () => runLogAppendAndReplay({ replay: true, appendFigures: false }),
   compress: runCompress,
+  'nbd-write': runNbdWrite,
+  'cli-latency': runCliLatency,
 };
 
 async function main(): Promise<void> {

@@ -11,12 +11,12 @@ import { CommandError } from './errors.js';
 /** --timeout default, seconds. */
 export const DEFAULT_TIMEOUT_S = 60;
 /** A daemon whose actual-<host>/time is older than this is not running, ms. */
-const ALIVE_WINDOW_MS = 10_000;
+export const ALIVE_WINDOW_MS = 10_000;
 
 export async function openTree(ctx: CommandContext, options: { create?: boolean; requireCluster?: boolean } = {}): Promise<MarsTree> {
   const location = resolveTreeLocation({ root: ctx.options['root'] as string | undefined, host: ctx.options['host'] as string | undefined });
   try {
-    return await MarsTree.open({ ...location, create: options.create ?? false, requireCluster: options.requireCluster ?? true });
+    return await MarsTree.open({ ...location, create: options.create ?? false, requireCluster: options.requireCluster ?? true, sweepStaleTmp: false });
   } catch (error) {
     const e = error as Error & { code?: string };
     if (e.code === 'EPHOBOS_NOT_CLUSTER' || e.code === 'ENOENT') {

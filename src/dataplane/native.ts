@@ -51,6 +51,10 @@ export interface NativeAddon {
   replayLog(logPath: string, targetPath: string, opts: { from?: number; to?: number;
     expectSeq?: number; final?: boolean; direct?: 'auto' | 'on' | 'off'; create?: boolean }): Promise<ReplayResult>;
   LogWriter: new (path: string, codec: number) => NativeLogWriter;
+  /** Every link under root/subdir: keys relative to root, values, stamps (µs; 0 when stamps is false). */
+  readTreeLinks(root: string, subdir?: string, stamps?: boolean): Promise<{ keys: string[]; values: string[]; stamps: Float64Array }>;
+  /** pwrite each buffer at its offset, in order, in one worker job. */
+  writeBatch(fd: number, offsets: Float64Array, buffers: Uint8Array[]): Promise<void>;
   /** Size of a block device or file, bytes. */
   deviceSize(path: string): number;
   /** flock(LOCK_EX|LOCK_NB): the fd, or null if another process holds the lock. */

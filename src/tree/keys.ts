@@ -112,8 +112,25 @@ function escapeRegex(s: string): string {
 
 const COMPILED = KEY_SHAPES.map((shape) => ({ shape, re: compile(shape.pattern) }));
 
+/**
+ * Keys already parsed. A view or a daemon pass touches the same few thousand keys over
+ * and over; matching each against the whole table every time cost most of a view's CPU.
+ * Bounded: cleared when it grows past PARSED_CACHE_MAX.
+ */
+const parsedCache = new Map<string, ParsedKey>();
+const PARSED_CACHE_MAX = 65536;
+
 /** Match a key against the key table; throws EPHOBOS_KEY if it is malformed or unknown. */
 export function parseKey(key: string): ParsedKey {
+  const cached = parsedCache.get(key);
+  if (cached) return cached;
+  const parsed = parseKeyUncached(key);
+  if (parsedCache.size >= PARSED_CACHE_MAX) parsedCache.clear();
+  parsedCache.set(key, parsed);
+  return parsed;
+}
+
+function parseKeyUncached(key: string): ParsedKey {
   checkKeyPath(key);
   for (const { shape, re } of COMPILED) {
     const m = re.exec(key);
@@ -190,8 +207,12 @@ export function formatSeq(seq: number): string {
   return String(seq).padStart(9, '0');
 }
 
+/**
+ * Builders assemble keys from checked names and fixed leaves, so the result has a known
+ * shape; re-parsing each one cost a view over 1000 resources tens of milliseconds. Every
+ * write still validates its key (MarsTree.set -> keyPath -> parseKey).
+ */
 function built(key: string): string {
-  parseKey(key);
   return key;
 }
 

@@ -15,6 +15,7 @@ import { lstatSync, mkdirSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { acquireFileLock } from '../dataplane/index.js';
+import { native } from '../dataplane/native.js';
 import { isGone, isHiddenName, readOnDisk, readOnDiskSync, toEntry, writeLinkSync } from './_entry_io.js';
 import type { OnDisk } from './_entry_io.js';
 import { TreeError } from './errors.js';
@@ -80,7 +81,7 @@ export class MarsTree {
       throw new TreeError('EPHOBOS_NOT_CLUSTER',
         `${root} is not a cluster member (no uuid): run marsadm create-cluster or join-cluster first`);
     }
-    await tree.#sweepStaleTmp(options.staleTmpMs ?? DEFAULT_STALE_TMP_MS);
+    if (options.sweepStaleTmp ?? true) await tree.#sweepStaleTmp(options.staleTmpMs ?? DEFAULT_STALE_TMP_MS);
     return tree;
   }
 
@@ -171,9 +172,32 @@ export class MarsTree {
    * by key. Regular files, hidden names and paths that are not keys are skipped.
    */
   async list(prefix = ''): Promise<TreeEntry[]> {
+    // One native walk of the smallest directory that holds the prefix (addon/tree_walk.cc,
+    // same torn-read rule as readOnDisk): a 9000-link tree in tens of milliseconds.
+    const slash = prefix.lastIndexOf('/');
+    const subdir = slash < 0 ? '' : prefix.slice(0, slash);
+    const { keys, values, stamps } = await native.readTreeLinks(this.root, subdir);
     const out: TreeEntry[] = [];
-    await this.#walk('', prefix, out);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (key.startsWith(prefix) && isValidKey(key)) out.push(toEntry(key, { value: values[i]!, stamp: stamps[i]! }));
+    }
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /**
+   * Values of every link under `prefix`, without stamps: one readlink per link, for views
+   * that read thousands of keys. Keys are not validated (callers look up exact keys); a
+   * tombstone's value is null.
+   */
+  async values(prefix = ''): Promise<Map<string, string | null>> {
+    const slash = prefix.lastIndexOf('/');
+    const { keys, values } = await native.readTreeLinks(this.root, slash < 0 ? '' : prefix.slice(0, slash), false);
+    const out = new Map<string, string | null>();
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i]!.startsWith(prefix)) out.set(keys[i]!, values[i] === TOMBSTONE ? null : values[i]!);
+    }
+    return out;
   }
 
   /** All entries, for the peer protocol. */

@@ -47,9 +47,15 @@ export function isValidName(name: string): boolean {
 }
 
 /** Throws EPHOBOS_NAME unless `name` is a valid resource or host name. */
+/** Names already found valid (the rules do not depend on the kind); bounded. */
+const validNames = new Set<string>();
+
 export function checkName(kind: NameKind, name: string): string {
+  if (validNames.has(name)) return name;
   const problem = nameProblem(name);
   if (problem) throw new TreeError('EPHOBOS_NAME', `invalid ${kind} name ${show(name)}: ${problem}`);
+  if (validNames.size >= 65536) validNames.clear();
+  validNames.add(name);
   return name;
 }
 

@@ -114,6 +114,12 @@ export interface MarsTreeOptions extends TreeLocation {
   readonly maxFutureMs?: number;
   /** The wall clock for the tree's Lamport clock, ms; tests replace it. @default Date.now */
   readonly wallClockMs?: () => number;
+  /**
+   * Remove stray `.tmp.*` links at open (a walk of the whole tree). The daemon does it
+   * at start; short-lived commands skip it, readers ignore such links anyway.
+   * @default true
+   */
+  readonly sweepStaleTmp?: boolean;
   /** Stray `.tmp.*` links older than this are removed by `open()`, ms. @default 60000 */
   readonly staleTmpMs?: number;
 }

@@ -6,12 +6,12 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-  actualKey, primaryKey, replayKey, resourceDir, sizeKey, todoKey, type MarsTree,
+  actualKey, hostActualKey, primaryKey, replayKey, resourceDir, sizeKey, todoKey, type MarsTree,
 } from '../../tree/index.js';
 import type { CommandContext, CommandRun } from '../command.js';
 import { CommandError } from '../errors.js';
 import { formatBytes } from '../format.js';
-import { daemonAlive, liveResources, openTree } from '../tree_access.js';
+import { ALIVE_WINDOW_MS, openTree } from '../tree_access.js';
 
 export type Role = 'Primary' | 'Secondary' | 'None';
 export type DiskState = 'UpToDate' | 'Detached' | 'Failed';
@@ -52,32 +52,86 @@ export interface ResourceView {
   readonly hosts: HostView[];
 }
 
-export async function resourceView(tree: MarsTree, res: string): Promise<ResourceView> {
-  const entries = await tree.list(`${resourceDir(res)}/`);
-  const hosts = entries.flatMap((e) => {
-    const m = /\/data-([^/]+)$/.exec(e.key);
-    return m && e.value !== null ? [m[1]!] : [];
-  }).sort();
-  const primary = (await tree.getValue(primaryKey(res))) ?? '(none)';
+/** The tree as one map, read in one walk: a view never mixes two moments much. */
+export class TreeSnapshot {
+  private readonly alive = new Map<string, boolean>();
+
+  private constructor(
+    private readonly tree: MarsTree,
+    private readonly map: ReadonlyMap<string, string | null>,
+    /** Resource -> hosts with a disk in it; resources whose size is set (not deleted). */
+    private readonly index: ReadonlyMap<string, string[]>,
+  ) {}
+
+  get root(): string {
+    return this.tree.root;
+  }
+
+  static async take(tree: MarsTree): Promise<TreeSnapshot> {
+    const map = await tree.values('');
+    const index = new Map<string, string[]>();
+    for (const [key, value] of map) {
+      if (!key.startsWith('resource-') || value === null) continue;
+      const m = /^resource-([^/]+)\/(size|data-([^/]+))$/.exec(key);
+      if (!m) continue;
+      const hosts = index.get(m[1]!) ?? [];
+      if (m[3]) hosts.push(m[3]);
+      index.set(m[1]!, hosts);
+    }
+    for (const [res, hosts] of index) {
+      if (map.get(sizeKey(res)) == null) index.delete(res);
+      else hosts.sort();
+    }
+    return new TreeSnapshot(tree, map, index);
+  }
+
+  value(key: string): string | undefined {
+    return this.map.get(key) ?? undefined;
+  }
+
+  /** Resources whose size is set (deleted ones keep only tombstones). */
+  resources(): string[] {
+    return [...this.index.keys()].sort();
+  }
+
+  /** Hosts with a disk in res. */
+  hosts(res: string): string[] {
+    return this.index.get(res) ?? [];
+  }
+
+  /** The daemon on host published its liveness recently (one stamped read per host). */
+  async daemonAlive(host: string): Promise<boolean> {
+    let alive = this.alive.get(host);
+    if (alive === undefined) {
+      const time = this.value(hostActualKey(host, 'alive')) === '1' ? await this.tree.get(hostActualKey(host, 'time')) : undefined;
+      alive = time !== undefined && Date.now() - time.stamp / 1000 < ALIVE_WINDOW_MS;
+      this.alive.set(host, alive);
+    }
+    return alive;
+  }
+}
+
+export async function resourceView(snap: TreeSnapshot, res: string): Promise<ResourceView> {
+  const primary = snap.value(primaryKey(res)) ?? '(none)';
   return {
     resource: res,
-    sizeBytes: Number((await tree.getValue(sizeKey(res))) ?? 0),
+    sizeBytes: Number(snap.value(sizeKey(res)) ?? 0),
     primary,
-    hosts: await Promise.all(hosts.map((h) => hostView(tree, res, h, primary))),
+    hosts: await Promise.all(snap.hosts(res).map((h) => hostView(snap, res, h, primary))),
   };
 }
 
-async function hostView(tree: MarsTree, res: string, host: string, primary: string): Promise<HostView> {
-  const get = async (key: string) => (await tree.getValue(key)) ?? '';
-  const todo = async (sw: 'sync' | 'connect' | 'attach' | 'allow-replay') => (await get(todoKey(res, host, sw))) === '1';
-  const [sync, fetch, attach, replay] = await Promise.all([todo('sync'), todo('connect'), todo('attach'), todo('allow-replay')]);
-  const isPrimary = (await get(actualKey(res, host, 'is-primary'))) === '1';
-  const attached = (await get(actualKey(res, host, 'is-attached'))) === '1';
-  const replayCode = (await get(actualKey(res, host, 'replay-code'))) || '0';
-  const device = await get(actualKey(res, host, 'device'));
-  const replayLink = /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(await get(replayKey(res, host)));
+async function hostView(snap: TreeSnapshot, res: string, host: string, primary: string): Promise<HostView> {
+  const get = (key: string) => snap.value(key) ?? '';
+  const todo = (sw: 'sync' | 'connect' | 'attach' | 'allow-replay') => get(todoKey(res, host, sw)) === '1';
+  const [sync, fetch, attach, replay] = [todo('sync'), todo('connect'), todo('attach'), todo('allow-replay')];
+  const isPrimary = get(actualKey(res, host, 'is-primary')) === '1';
+  const attached = get(actualKey(res, host, 'is-attached')) === '1';
+  const replayCode = get(actualKey(res, host, 'replay-code')) || '0';
+  const device = get(actualKey(res, host, 'device'));
+  const replayLink = /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(get(replayKey(res, host)));
   const log = replayLink?.[1] ?? null;
-  const logBytes = log ? await stat(path.join(tree.root, resourceDir(res), log)).then((s) => s.size, () => 0) : 0;
+  const logBytes = log ? await stat(path.join(snap.root, resourceDir(res), log)).then((s) => s.size, () => 0) : 0;
   const replayPosition = Number(replayLink?.[2] ?? 0);
   const failed = replayCode.startsWith('-');
   return {
@@ -88,7 +142,7 @@ async function hostView(tree: MarsTree, res: string, host: string, primary: stri
     replState: failed ? 'DefectiveLog' : !attached ? 'Detached' : isPrimary ? 'Logging' : replay ? 'Replaying' : 'PausedReplay',
     flags: `${sync ? 'S' : '-'}${fetch ? 'F' : '-'}${attach ? 'A' : '-'}${replay ? 'R' : '-'}`,
     device: device && device !== '(none)' ? device : null,
-    openCount: Number((await get(actualKey(res, host, 'open-count'))) || 0),
+    openCount: Number(get(actualKey(res, host, 'open-count')) || 0),
     consistent: attached && !failed,
     log,
     logBytes,
@@ -96,17 +150,18 @@ async function hostView(tree: MarsTree, res: string, host: string, primary: stri
     replayRest: Math.max(0, logBytes - replayPosition),
     fetchRest: 0,
     replayCode,
-    daemonAlive: await daemonAlive(tree, host),
+    daemonAlive: await snap.daemonAlive(host),
   };
 }
 
 async function views(ctx: CommandContext): Promise<{ tree: MarsTree; list: ResourceView[] }> {
   const tree = await openTree(ctx);
+  const snap = await TreeSnapshot.take(tree);
   const wanted = ctx.args[0];
-  const all = await liveResources(tree);
+  const all = snap.resources();
   if (wanted !== undefined && !all.includes(wanted)) throw new CommandError(`no resource ${wanted} in ${tree.root}; \`marsadm view\` lists them`);
   const names = wanted === undefined ? all : [wanted];
-  return { tree, list: await Promise.all(names.map((r) => resourceView(tree, r))) };
+  return { tree, list: await Promise.all(names.map((r) => resourceView(snap, r))) };
 }
 
 function viewText(v: ResourceView): string {

@@ -1,7 +1,7 @@
 /**
  * The NBD layer alone: NbdServer over a Buffer-backed device, driven by NbdClient over a
  * UNIX socket. Sequential 1 MiB writes (8 in flight) and random 4 KiB writes (32 in
- * flight). Run: node --import tsx bench/nbd_server_memory.ts
+ * flight). Run: node --import tsx scripts/nbd-server-probe.ts
  * The numbers are the ceiling the daemon's engine sits under; docs/nbd.md records them.
  */
 import { mkdtempSync, rmSync } from 'node:fs';

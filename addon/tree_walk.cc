@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * tree_walk.cc - read every link of a /mars tree in one call (worker thread).
+ *
+ * The tree is a directory of symlinks whose target is the value and whose mtime is the
+ * Lamport stamp. Reading it through Node's fs costs a threadpool round trip per syscall
+ * (three per link: lstat, readlink, lstat); a 9000-link tree took a second. Here the walk
+ * uses openat/readdir/fstatat/readlinkat directly, with the same torn-read rule as the
+ * TypeScript reader: lstat, readlink, lstat again, retry until both lstats agree, so value
+ * and stamp come from one version of the link.
+ *
+ * Names starting with '.' (temp links, .lock, .lamport) are skipped; so are regular files
+ * (logs). Keys are paths relative to the root. Validating keys is the caller's job.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "napi_util.h"
+
+namespace phobos {
+namespace {
+
+struct Link {
+	std::string key;
+	std::string value;
+	uint64_t stamp_us;
+};
+
+bool same_version(const struct stat &a, const struct stat &b)
+{
+	return a.st_ino == b.st_ino && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+	       a.st_mtim.tv_nsec == b.st_mtim.tv_nsec && a.st_ctim.tv_sec == b.st_ctim.tv_sec &&
+	       a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// Read one link at dirfd/name; false if it vanished or is no longer a link.
+bool read_link(int dirfd, const char *name, std::string *value, uint64_t *stamp_us)
+{
+	char buf[4096];
+	for (int attempt = 0; attempt < 100; attempt++) {
+		struct stat before, after;
+		if (fstatat(dirfd, name, &before, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(before.st_mode))
+			return false;
+		ssize_t n = readlinkat(dirfd, name, buf, sizeof(buf));
+		if (n < 0)
+			return false;
+		if (fstatat(dirfd, name, &after, AT_SYMLINK_NOFOLLOW) != 0)
+			return false;
+		if (!same_version(before, after))
+			continue;	// replaced between the calls: read again
+		value->assign(buf, static_cast<size_t>(n));
+		*stamp_us = static_cast<uint64_t>(before.st_mtim.tv_sec) * 1000000u +
+			    static_cast<uint64_t>(before.st_mtim.tv_nsec) / 1000u;
+		return true;
+	}
+	return false;
+}
+
+// Values only: one readlinkat (atomic by itself); no stamps, no torn-read check needed.
+bool read_value(int dirfd, const char *name, std::string *value)
+{
+	char buf[4096];
+	ssize_t n = readlinkat(dirfd, name, buf, sizeof(buf));
+	if (n < 0)
+		return false;
+	value->assign(buf, static_cast<size_t>(n));
+	return true;
+}
+
+int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *out)
+{
+	DIR *dir = fdopendir(dirfd);
+	if (!dir) {
+		int err = errno;
+		close(dirfd);
+		return err;
+	}
+	struct dirent *d;
+	while ((d = readdir(dir)) != nullptr) {
+		if (d->d_name[0] == '.')
+			continue;
+		std::string key = prefix.empty() ? d->d_name : prefix + "/" + d->d_name;
+		unsigned char type = d->d_type;
+		if (type == DT_UNKNOWN) {
+			struct stat st;
+			if (fstatat(dirfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+				continue;
+			type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISLNK(st.st_mode) ? DT_LNK : DT_REG;
+		}
+		if (type == DT_DIR) {
+			int sub = openat(dirfd, d->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (sub >= 0)
+				walk(sub, key, stamps, out);	// a directory that vanished is simply gone
+		} else if (type == DT_LNK) {
+			Link link{key, {}, 0};
+			bool ok = stamps ? read_link(dirfd, d->d_name, &link.value, &link.stamp_us)
+					 : read_value(dirfd, d->d_name, &link.value);
+			if (ok)
+				out->push_back(std::move(link));
+		}
+	}
+	closedir(dir);
+	return 0;
+}
+
+class TreeWalkWorker : public PromiseWorker {
+public:
+	TreeWalkWorker(Napi::Env env, std::string root, std::string subdir, bool stamps)
+		: PromiseWorker(env), root_(std::move(root)), subdir_(std::move(subdir)), stamps_(stamps)
+	{
+	}
+
+	void Execute() override
+	{
+		std::string start = subdir_.empty() ? root_ : root_ + "/" + subdir_;
+		int fd = open(start.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				return;	// nothing there: no links
+			return Fail(sys_message("open " + start, errno), errno);
+		}
+		int err = walk(fd, subdir_, stamps_, &links_);
+		if (err)
+			Fail(sys_message("read " + start, err), err);
+	}
+
+	Napi::Value Result(Napi::Env env) override
+	{
+		// Three parallel arrays are much cheaper to build than one object per link.
+		Napi::Array keys = Napi::Array::New(env, links_.size());
+		Napi::Array values = Napi::Array::New(env, links_.size());
+		Napi::Float64Array stamps = Napi::Float64Array::New(env, links_.size());
+		for (size_t i = 0; i < links_.size(); i++) {
+			keys[i] = Napi::String::New(env, links_[i].key);
+			values[i] = Napi::String::New(env, links_[i].value);
+			stamps[i] = static_cast<double>(links_[i].stamp_us);
+		}
+		Napi::Object o = Napi::Object::New(env);
+		o.Set("keys", keys);
+		o.Set("values", values);
+		o.Set("stamps", stamps);
+		return o;
+	}
+
+private:
+	std::string root_, subdir_;
+	bool stamps_;
+	std::vector<Link> links_;
+};
+
+// readTreeLinks(root, subdir = '', stamps = true) -> Promise<{ keys, values, stamps }>
+// With stamps = false every stamp is 0 and each link costs one readlinkat.
+Napi::Value ReadTreeLinks(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	std::string root, subdir;
+	if (!arg_string(info, 0, "root", &root))
+		return env.Undefined();
+	if (info.Length() > 1 && !arg_string(info, 1, "subdir", &subdir))
+		return env.Undefined();
+	if (subdir.find("..") != std::string::npos || (!subdir.empty() && subdir[0] == '/'))
+		return throw_error(env, "subdir must be a relative path inside the tree", "EPHOBOS_ARG");
+	bool stamps = info.Length() < 3 || info[2].ToBoolean().Value();
+	return (new TreeWalkWorker(env, root, subdir, stamps))->Start();
+}
+
+}  // namespace
+
+void register_tree_walk(Napi::Env env, Napi::Object exports)
+{
+	exports.Set("readTreeLinks", Napi::Function::New(env, ReadTreeLinks));
+}
+
+}  // namespace phobos
