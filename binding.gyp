@@ -10,6 +10,7 @@
         "addon/log_reader.cc",
         "addon/log_writer.cc",
         "addon/file_lock.cc",
+        "addon/tree_walk.cc",
         "addon/crc32c.c",
         "kernel/common/phobos_log.c"
       ],
