@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "codecs.h"
+#include "io_util.h"
 #include "log_file.h"
 #include "napi_util.h"
 
@@ -392,19 +393,7 @@ public:
 private:
 	static int WriteAll(int fd, const uint8_t *p, size_t len, uint64_t off)
 	{
-		while (len) {
-			ssize_t n = pwrite(fd, p, len, static_cast<off_t>(off));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return errno;
-			if (n == 0)
-				return ENOSPC;
-			p += n;
-			len -= static_cast<size_t>(n);
-			off += static_cast<uint64_t>(n);
-		}
-		return 0;
+		return pwrite_all(fd, p, len, off);
 	}
 
 	int fd_, direct_fd_;

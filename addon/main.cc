@@ -14,6 +14,7 @@
 
 #include "codecs.h"
 #include "crc32c.h"
+#include "io_util.h"
 #include "log_file.h"
 #include "napi_util.h"
 
@@ -279,21 +280,9 @@ public:
 	void Execute() override
 	{
 		for (size_t i = 0; i < pieces_.size(); i++) {
-			const uint8_t *p = pieces_[i].first;
-			size_t len = pieces_[i].second;
-			uint64_t off = offsets_[i];
-			while (len) {
-				ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(off));
-				if (n < 0 && errno == EINTR)
-					continue;
-				if (n <= 0) {
-					int err = n < 0 ? errno : ENOSPC;
-					return Fail(sys_message("write at offset " + std::to_string(off), err), err);
-				}
-				p += n;
-				len -= static_cast<size_t>(n);
-				off += static_cast<uint64_t>(n);
-			}
+			int err = pwrite_all(fd_, pieces_[i].first, pieces_[i].second, offsets_[i]);
+			if (err)
+				return Fail(sys_message("write at offset " + std::to_string(offsets_[i]), err), err);
 		}
 	}
 
