@@ -11,7 +11,7 @@ import { CommandError } from './errors.js';
 /** --timeout default, seconds. */
 export const DEFAULT_TIMEOUT_S = 60;
 /** A daemon whose actual-<host>/time is older than this is not running, ms. */
-export const ALIVE_WINDOW_MS = 10_000;
+const ALIVE_WINDOW_MS = 10_000;
 
 export async function openTree(ctx: CommandContext, options: { create?: boolean; requireCluster?: boolean } = {}): Promise<MarsTree> {
   const location = resolveTreeLocation({ root: ctx.options['root'] as string | undefined, host: ctx.options['host'] as string | undefined });

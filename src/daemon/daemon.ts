@@ -104,6 +104,9 @@ export class Daemon {
   }
 
   private async reconcileAll(): Promise<void> {
+    // One values-only walk per pass: per-key reads cost ~0.3 ms each, and a pass would
+    // otherwise read ~8 keys for every resource every second.
+    const values = await this.tree.values('');
     const resources = new Set(await this.tree.listResources());
     for (const [res, controller] of this.controllers) {
       if (!resources.has(res)) {
@@ -112,7 +115,7 @@ export class Daemon {
       }
     }
     for (const res of resources) {
-      const want = await this.desired(res);
+      const want = await this.desired(res, values);
       let controller = this.controllers.get(res);
       if (!want) {
         if (controller) {
@@ -130,21 +133,22 @@ export class Daemon {
   }
 
   /** What the tree asks for res on this host; null if this host has no disk for it. */
-  private async desired(res: string): Promise<Desired | null> {
+  private async desired(res: string, values: ReadonlyMap<string, string | null>): Promise<Desired | null> {
     const host = this.tree.host;
-    const disk = await this.tree.getValue(dataKey(res, host));
+    const value = (key: string) => values.get(key) ?? undefined;
+    const disk = value(dataKey(res, host));
     if (!disk) return null;
     const dir = path.join(this.tree.root, `resource-${res}`);
     const logs = (await readdir(dir).catch(() => [] as string[])).filter((f) => /^log-[0-9]{9}-/.test(f));
     const own = logs.filter((f) => f.endsWith(`-${host}`)).sort();
-    const replay = await this.tree.getValue(replayKey(res, host));
+    const replay = value(replayKey(res, host));
     const m = replay ? /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(replay) : null;
     return {
       resource: res,
-      attach: (await this.tree.getValue(todoKey(res, host, 'attach'))) === '1',
-      primary: (await this.tree.getValue(primaryKey(res))) === host,
+      attach: value(todoKey(res, host, 'attach')) === '1',
+      primary: value(primaryKey(res)) === host,
       disk,
-      sizeBytes: Number(await this.tree.getValue(sizeKey(res)) ?? 0),
+      sizeBytes: Number(value(sizeKey(res)) ?? 0),
       newestOwnLog: own.length ? path.join(dir, own[own.length - 1]!) : null,
       maxSeq: logs.reduce((max, f) => Math.max(max, seqOf(f)), 0),
       checkpoint: m ? { logPath: path.join(dir, m[1]!), position: Number(m[2]) } : null,

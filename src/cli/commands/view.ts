@@ -6,12 +6,12 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-  actualKey, hostActualKey, primaryKey, replayKey, resourceDir, sizeKey, todoKey, type MarsTree,
+  actualKey, primaryKey, replayKey, resourceDir, sizeKey, todoKey, type MarsTree,
 } from '../../tree/index.js';
 import type { CommandContext, CommandRun } from '../command.js';
 import { CommandError } from '../errors.js';
 import { formatBytes } from '../format.js';
-import { ALIVE_WINDOW_MS, openTree } from '../tree_access.js';
+import { daemonAlive, openTree } from '../tree_access.js';
 
 export type Role = 'Primary' | 'Secondary' | 'None';
 export type DiskState = 'UpToDate' | 'Detached' | 'Failed';
@@ -99,12 +99,11 @@ export class TreeSnapshot {
     return this.index.get(res) ?? [];
   }
 
-  /** The daemon on host published its liveness recently (one stamped read per host). */
+  /** The daemon on host published its liveness recently (asked once per host). */
   async daemonAlive(host: string): Promise<boolean> {
     let alive = this.alive.get(host);
     if (alive === undefined) {
-      const time = this.value(hostActualKey(host, 'alive')) === '1' ? await this.tree.get(hostActualKey(host, 'time')) : undefined;
-      alive = time !== undefined && Date.now() - time.stamp / 1000 < ALIVE_WINDOW_MS;
+      alive = await daemonAlive(this.tree, host);
       this.alive.set(host, alive);
     }
     return alive;
