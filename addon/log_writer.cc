@@ -73,6 +73,9 @@ struct State {
 	std::condition_variable wake;
 	std::deque<ItemPtr> queue;
 	bool stopping = false;
+	// The writer thread sleeps on `wake`; pushers notify only then (a notify is a futex
+	// syscall, and under load the writer is busy and will find the item anyway).
+	bool writer_waiting = false;
 
 	// Written by the writer thread, read anywhere.
 	std::atomic<uint64_t> position{0};	// end of the written log
@@ -256,7 +259,9 @@ void writer_main(std::shared_ptr<State> st)
 		batch->state = st;
 		{
 			std::unique_lock<std::mutex> guard(st->lock);
+			st->writer_waiting = true;
 			st->wake.wait(guard, [&] { return !st->queue.empty(); });
+			st->writer_waiting = false;
 			size_t bytes = 0;
 			while (!st->queue.empty() && batch->items.size() < kBatchRecords &&
 			       bytes < kBatchBytes) {
@@ -432,7 +437,7 @@ public:
 			st_->closing = true;
 			std::lock_guard<std::mutex> guard(st_->lock);
 			st_->queue.push_back(std::move(it));
-			st_->wake.notify_one();
+			st_->wake.notify_one();	// rare (finalizer): always wake
 		}
 	}
 
@@ -515,11 +520,14 @@ private:
 		Napi::Promise promise = it->deferred->Promise();
 		if (st_->inflight++ == 0)
 			st_->tsfn.Ref(env);
+		bool wake;
 		{
 			std::lock_guard<std::mutex> guard(st_->lock);
 			st_->queue.push_back(std::move(it));
+			wake = st_->writer_waiting;
 		}
-		st_->wake.notify_one();
+		if (wake)
+			st_->wake.notify_one();
 		return promise;
 	}
 

@@ -318,15 +318,23 @@ export class ServerConnection {
   private reply(handle: bigint, error: number, data: Buffer | null): void {
     if (this.phaseNow === 'closed' || this.stream.destroyed || this.stream.writableEnded) return;
     const header = encodeSimpleReplyHeader(error, handle);
-    if (data !== null && data.length > 0) {
+    // Replies settled in one burst (a log group commit settles many writes at once) go
+    // out in one writev: cork at the first, uncork on the next tick, which Node runs
+    // after the current microtask queue has drained. One syscall per reply was a third
+    // of the daemon's CPU on random 4 KiB writes.
+    if (!this.replyCorked) {
+      this.replyCorked = true;
       this.stream.cork();
-      this.stream.write(header);
-      this.stream.write(data);
-      this.stream.uncork();
-    } else {
-      this.stream.write(header);
+      process.nextTick(() => {
+        this.replyCorked = false;
+        this.stream.uncork();
+      });
     }
+    this.stream.write(header);
+    if (data !== null && data.length > 0) this.stream.write(data);
   }
+
+  private replyCorked = false;
 
   private isClosed(): boolean {
     return this.phaseNow === 'closed';

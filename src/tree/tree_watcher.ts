@@ -109,8 +109,12 @@ export class TreeWatcher {
     const dir = dirKey ? path.join(this.root, dirKey) : this.root;
     let w: FSWatcher;
     try {
-      w = watch(dir, (_event, name) => {
+      w = watch(dir, (event, name) => {
         if (this.#closed) return;
+        // Links change only by rename into place (docs/tree.md "Writes"), so 'change'
+        // (content written) never concerns a key: it is a log append, one per write on
+        // a busy primary. The periodic rescan still covers anything unexpected.
+        if (event === 'change' && name !== null) return;
         // No name: the kernel could not say (e.g. queue overflow): re-read the directory.
         if (name === null) this.#pending.add(dirKey);
         else if (!isHiddenName(String(name))) this.#pending.add(dirKey ? `${dirKey}/${String(name)}` : String(name));
