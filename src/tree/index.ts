@@ -16,5 +16,5 @@ export {
 } from './names.js';
 export { DEFAULT_ROOT, resolveTreeLocation, shortHostName } from './tree_location.js';
 export { DEFAULT_RESCAN_MS, TreeWatcher } from './tree_watcher.js';
-export { LockTimeoutError } from '../dataplane/index.js';
+export { LockTimeoutError } from '../dataplane/file_lock.js';
 export * from './types.js';

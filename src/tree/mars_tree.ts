@@ -14,7 +14,7 @@
 import { lstatSync, mkdirSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
-import { acquireFileLock } from '../dataplane/index.js';
+import { acquireFileLock } from '../dataplane/file_lock.js';
 import { native } from '../dataplane/native.js';
 import { isGone, isHiddenName, readOnDisk, readOnDiskSync, toEntry, writeLinkSync } from './_entry_io.js';
 import type { OnDisk } from './_entry_io.js';

@@ -54,7 +54,7 @@ export interface ResourceView {
 
 /** The tree as one map, read in one walk: a view never mixes two moments much. */
 export class TreeSnapshot {
-  private readonly alive = new Map<string, boolean>();
+  private readonly alive = new Map<string, Promise<boolean>>();
 
   private constructor(
     private readonly tree: MarsTree,
@@ -99,11 +99,14 @@ export class TreeSnapshot {
     return this.index.get(res) ?? [];
   }
 
-  /** The daemon on host published its liveness recently (asked once per host). */
-  async daemonAlive(host: string): Promise<boolean> {
+  /**
+   * The daemon on host published its liveness recently. The promise is cached, not the
+   * answer: host views are built concurrently and must share one read per host.
+   */
+  daemonAlive(host: string): Promise<boolean> {
     let alive = this.alive.get(host);
     if (alive === undefined) {
-      alive = await daemonAlive(this.tree, host);
+      alive = daemonAlive(this.tree, host);
       this.alive.set(host, alive);
     }
     return alive;
