@@ -4,6 +4,7 @@
  * Sequential 1 MiB writes (target ratio >= 0.5: every byte is written twice) and random
  * 4 KiB writes (target >= 20k IOPS), 32 in flight, one flush at the end of each.
  */
+import { spawnSync } from 'node:child_process';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { randomFillSync } from 'node:crypto';
@@ -22,8 +23,13 @@ interface Target {
   flush(): Promise<unknown>;
 }
 
-/** Run `count` writes with INFLIGHT in flight; returns seconds including the final flush. */
+/**
+ * Run `count` writes with INFLIGHT in flight; returns seconds including the final flush.
+ * Every pattern starts from a clean page cache (sync first): otherwise one pattern pays
+ * for the dirty data the previous one left, and the comparison is skewed.
+ */
 async function pattern(target: Target, count: number, at: (i: number) => number, bufs: Buffer[]): Promise<number> {
+  spawnSync('sync');
   const t = performance.now();
   let next = 0;
   await Promise.all(Array.from({ length: INFLIGHT }, async () => {
