@@ -75,7 +75,10 @@ export class Daemon {
     for (const t of this.timers) clearInterval(t);
     this.watcher?.close();
     await this.settled();
-    for (const c of this.controllers.values()) await c.shutdown();
+    // Every resource gets its drain and seal, even if another one fails to stop.
+    for (const c of this.controllers.values()) {
+      await c.shutdown().catch((e: Error) => this.log(`resource ${c.resource}: stop failed: ${e.message}`));
+    }
     await this.tree.set(hostActualKey(this.tree.host, 'alive'), '0').catch(() => undefined);
     this.log('stopped');
   }
