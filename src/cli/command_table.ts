@@ -3,6 +3,7 @@
  */
 import type { CommandSpec } from './command.js';
 import type { OptionSpec } from './options.js';
+import { SSH_SETUP_OPTIONS, TRANSPORT_OPTIONS } from './transport_options.js';
 
 const RES = 'RES';
 
@@ -22,8 +23,15 @@ const SWITCH_SUMMARIES: Readonly<Record<string, string>> = {
   'pause-replay': 'stop replaying logs into the disk', 'resume-replay': 'replay logs into the disk again',
 };
 
-const switchVerbs: CommandSpec[] = Object.keys(SWITCH_SUMMARIES).map((name) =>
-  verb(name, RES, SWITCH_SUMMARIES[name]!, 'resource', 1, 1, async () => (await import('./commands/switches.js')).switchVerb(name)));
+const SCOPED = ['pause-sync', 'resume-sync', 'pause-fetch', 'resume-fetch', 'pause-replay', 'resume-replay'];
+
+const switchVerbs: CommandSpec[] = [
+  ...Object.keys(SWITCH_SUMMARIES).map((name) =>
+    verb(name, RES, SWITCH_SUMMARIES[name]!, 'resource', 1, 1, async () => (await import('./commands/switches.js')).switchVerb(name))),
+  ...SCOPED.flatMap((name) => (['local', 'global'] as const).map((scope) =>
+    verb(`${name}-${scope}`, RES, scope === 'local' ? `${name} on this host (the same as ${name})` : `${name} on every member of RES`,
+      'resource', 1, 1, async () => (await import('./commands/switches.js')).switchVerb(`${name}-${scope}`)))),
+];
 
 const MACRO_HELP: Readonly<Record<string, string>> = {
   'view-role': 'Primary, Secondary or None on this host', 'view-state': 'disk and replication state on this host',
@@ -46,8 +54,36 @@ export const COMMANDS: readonly CommandSpec[] = [
       details: 'Acts on the todo-<host>/* switches and shared keys of the tree and publishes actual-<host>/*.\n' +
         'The primary\'s device is served over NBD at <run-dir>/<res>.nbd (use nbd-client -unix, qemu-io, nbdcopy).\n' +
         'Stops cleanly on SIGTERM: in-flight requests finish, writeback drains, logs are sealed.',
-      options: [{ name: 'run-dir', kind: 'string', value: 'DIR', help: 'where NBD sockets live (env PHOBOS_RUN_DIR; default /run/phobos)' }],
+      options: [{ name: 'run-dir', kind: 'string', value: 'DIR', help: 'where NBD sockets live (env PHOBOS_RUN_DIR; default /run/phobos)' },
+        ...TRANSPORT_OPTIONS],
     }),
+  verb('peer-serve', '', 'serve one peer on stdin/stdout (run by sshd for the cluster key, or by the pipe transport)', 'expert', 0, 0,
+    async () => (await import('./commands/peer_serve.js')).run, {
+      details: 'Reads this host\'s tree, logs and disk for one peer daemon; never writes. See docs/peer-protocol.md.',
+      options: [{ name: 'run-dir', kind: 'string', value: 'DIR', help: 'the daemon\'s NBD socket dir (env PHOBOS_RUN_DIR; default /run/phobos)' }],
+    }),
+  verb('join-cluster', 'PEER [ADDRESS]', 'join the cluster PEER belongs to (uses your own ssh access to PEER once)', 'cluster', 1, 2,
+    async () => (await import('./commands/join_cluster.js')).joinCluster, {
+      details: 'Runs `marsadm admit-member` on PEER (OpenSSH ssh, or the pipe transport with --pipe-root), which\n' +
+        'records this host in PEER\'s tree and sends back the cluster uuid, tree and cluster key.\n' +
+        'ADDRESS is how peers reach this host (default: its host name). Restart the daemon afterwards.',
+      options: [...TRANSPORT_OPTIONS, ...SSH_SETUP_OPTIONS],
+    }),
+  verb('admit-member', 'HOST ADDRESS [HOSTKEY]', 'the far half of join-cluster: record HOST, print the cluster bundle', 'expert', 2, 4,
+    async () => (await import('./commands/join_cluster.js')).admitMember, { options: [...TRANSPORT_OPTIONS, ...SSH_SETUP_OPTIONS] }),
+  verb('leave-cluster', '', 'stop being a member (leave every resource first)', 'cluster', 0, 0,
+    async () => (await import('./commands/join_cluster.js')).leaveCluster),
+  verb('wait-cluster', '', 'wait until every peer has answered (its daemon published a newer time)', 'cluster', 0, 0,
+    async () => (await import('./commands/cluster_sync.js')).waitCluster),
+  verb('update-cluster', '', 'pull the whole tree from every peer now', 'cluster', 0, 0,
+    async () => (await import('./commands/cluster_sync.js')).updateCluster, { options: TRANSPORT_OPTIONS }),
+  verb('join-resource', `${RES} DISK`, 'become a secondary of RES on DISK: fast full sync from the primary, then log replay', 'resource', 2, 2,
+    async () => (await import('./commands/join_resource.js')).joinResource, {
+      details: 'Waits until the sync is done (a progress bar on a terminal; --json prints progress objects).\n' +
+        '--timeout counts from the last progress. Safe to rerun: it then just waits.',
+    }),
+  verb('leave-resource', RES, 'stop being a member of RES (secondary only); the disk keeps its contents', 'resource', 1, 1,
+    async () => (await import('./commands/join_resource.js')).leaveResource),
   verb('create-resource', `${RES} DISK [SIZE]`, 'create a resource on DISK (block device, or regular file in test mode); this host becomes primary', 'resource', 2, 3,
     async () => (await import('./commands/create_resource.js')).run, {
       details: 'SIZE takes k/M/G/T suffixes (binary). A regular file is grown to SIZE (sparse).\nWaits until the daemon serves the device.',

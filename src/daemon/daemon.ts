@@ -13,12 +13,16 @@ import path from 'node:path';
 import {
   actualKey, dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
 } from '../tree/index.js';
+import { acquireFileLock, LockTimeoutError } from '../dataplane/index.js';
+import { PeerManager } from '../peer/index.js';
 import { ResourceController, seqOf } from './resource_controller.js';
 import type { DaemonOptions, Desired } from './types.js';
 
 export class Daemon {
   private readonly controllers = new Map<string, ResourceController>();
   private watcher: TreeWatcher | null = null;
+  private peers: PeerManager | null = null;
+  private releaseLock: () => void = () => undefined;
   private timers: NodeJS.Timeout[] = [];
   private running: Promise<void> | null = null;
   private again = false;
@@ -34,10 +38,20 @@ export class Daemon {
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const tree = await MarsTree.open({ root: opts.root, host: opts.host });
+    // Two daemons on one tree would serve one log twice and corrupt it.
+    const release = await acquireFileLock(path.join(tree.root, '.daemon'), 3000).catch((e: Error) => {
+      throw e instanceof LockTimeoutError
+        ? new Error(`another daemon already runs on ${tree.root}; stop it first (systemctl stop phobos-daemon)`)
+        : e;
+    });
     const daemon = new Daemon(tree, opts);
+    daemon.releaseLock = release;
     await daemon.clearServingIndicators();
     await daemon.markAlive();
     daemon.watcher = await TreeWatcher.start({ root: tree.root, onChange: () => daemon.schedule() });
+    if (opts.transport) {
+      daemon.peers = new PeerManager({ tree, factory: opts.transport, log: daemon.log });
+    }
     daemon.timers.push(setInterval(() => daemon.schedule(), opts.reconcileIntervalMs ?? 1000));
     daemon.timers.push(setInterval(() => void daemon.markAlive().catch((e: Error) => daemon.log(`liveness: ${e.message}`)),
       opts.aliveIntervalMs ?? 2000));
@@ -75,11 +89,13 @@ export class Daemon {
     for (const t of this.timers) clearInterval(t);
     this.watcher?.close();
     await this.settled();
+    this.peers?.stop();
     // Every resource gets its drain and seal, even if another one fails to stop.
     for (const c of this.controllers.values()) {
       await c.shutdown().catch((e: Error) => this.log(`resource ${c.resource}: stop failed: ${e.message}`));
     }
     await this.tree.set(hostActualKey(this.tree.host, 'alive'), '0').catch(() => undefined);
+    this.releaseLock();
     this.log('stopped');
   }
 
@@ -110,6 +126,7 @@ export class Daemon {
     // One values-only walk per pass: per-key reads cost ~0.3 ms each, and a pass would
     // otherwise read ~8 keys for every resource every second.
     const values = await this.tree.values('');
+    await this.peers?.refresh();
     const resources = new Set(await this.tree.listResources());
     for (const [res, controller] of this.controllers) {
       if (!resources.has(res)) {
@@ -128,7 +145,7 @@ export class Daemon {
         continue;
       }
       if (!controller) {
-        controller = new ResourceController(res, this.tree, this.runDir, this.log);
+        controller = new ResourceController(res, this.tree, this.runDir, this.log, this.peers);
         this.controllers.set(res, controller);
       }
       await controller.reconcile(want);
@@ -143,13 +160,14 @@ export class Daemon {
     if (!disk) return null;
     const dir = path.join(this.tree.root, `resource-${res}`);
     const logs = (await readdir(dir).catch(() => [] as string[])).filter((f) => /^log-[0-9]{9}-/.test(f));
-    const own = logs.filter((f) => f.endsWith(`-${host}`)).sort();
+    const own = logs.filter((f) => f.slice(14) === host).sort();
     const replay = value(replayKey(res, host));
     const m = replay ? /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(replay) : null;
     return {
       resource: res,
       attach: value(todoKey(res, host, 'attach')) === '1',
       primary: value(primaryKey(res)) === host,
+      primaryHost: value(primaryKey(res)) ?? '(none)',
       disk,
       sizeBytes: Number(value(sizeKey(res)) ?? 0),
       newestOwnLog: own.length ? path.join(dir, own[own.length - 1]!) : null,

@@ -10,9 +10,14 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
+import { stat } from 'node:fs/promises';
+
 import { UserEngine, type Checkpoint } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
-import { actualKey, replayKey, type MarsTree } from '../tree/index.js';
+import { syncSocketPath, type PeerManager } from '../peer/index.js';
+import { Replica } from '../replication/replica.js';
+import { versionValue } from '../replication/versions.js';
+import { actualKey, replayKey, versionKey, type MarsTree } from '../tree/index.js';
 import type { Desired, ResourcePhase } from './types.js';
 
 const RETRY_FAILED_MS = 60_000;
@@ -20,12 +25,16 @@ const RETRY_FAILED_MS = 60_000;
 interface Serving {
   readonly engine: UserEngine;
   readonly server: NbdServer;
+  /** Read-only export of the same engine, for fast full sync of peers (peer-serve reads it). */
+  readonly syncServer: NbdServer;
   readonly socketPath: string;
 }
 
 export class ResourceController {
   private phase: ResourcePhase = { kind: 'detached' };
   private serving: Serving | null = null;
+  private replica: Replica | null = null;
+  private publishTimer: NodeJS.Timeout | null = null;
   private failedInputs: string | null = null;
   private failedAt = 0;
   private readonly published = new Map<string, string>();
@@ -35,6 +44,7 @@ export class ResourceController {
     private readonly tree: MarsTree,
     private readonly runDir: string,
     private readonly log: (line: string) => void,
+    private readonly peers: PeerManager | null = null,
   ) {}
 
   get currentPhase(): ResourcePhase {
@@ -43,23 +53,57 @@ export class ResourceController {
 
   async reconcile(want: Desired): Promise<void> {
     if (!want.attach) {
+      await this.stopReplica();
       await this.stopServing();
       this.phase = { kind: 'detached' };
     } else if (!want.primary) {
       await this.stopServing();
-      this.phase = { kind: 'attached' };
+      this.runReplica(want);
+      this.phase = this.replica ? { kind: 'secondary' } : { kind: 'attached' };
     } else if (this.serving) {
       await this.followRotation(want);
     } else if (!this.shouldRetry(want)) {
       // A failed start: wait for changed inputs or the retry interval.
     } else {
+      await this.stopReplica();
       await this.startServing(want);
     }
     await this.publish();
   }
 
+  /** Replicate from peers while secondary (a host running alone has no peers). */
+  private runReplica(want: Desired): void {
+    if (this.replica) {
+      this.replica.kick();
+      return;
+    }
+    if (!this.peers) return;
+    this.replica = new Replica({
+      tree: this.tree, resource: this.resource, disk: want.disk, sizeBytes: want.sizeBytes, peers: this.peers, log: this.log,
+      onStatus: () => this.publishSoon(),
+    });
+    this.replica.start();
+  }
+
+  private async stopReplica(): Promise<void> {
+    const replica = this.replica;
+    if (!replica) return;
+    this.replica = null;
+    await replica.stop();
+  }
+
+  /** Replica status changes come fast; publish them at most every 200 ms. */
+  private publishSoon(): void {
+    if (this.publishTimer) return;
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = null;
+      void this.publish().catch((e: Error) => this.log(`resource ${this.resource}: publish: ${e.message}`));
+    }, 200);
+  }
+
   /** Stop everything (daemon shutdown or resource gone). */
   async shutdown(): Promise<void> {
+    await this.stopReplica();
     await this.stopServing();
     this.phase = { kind: 'detached' };
     await this.publish().catch(() => undefined);
@@ -89,7 +133,9 @@ export class ResourceController {
       server.on('open', () => void this.publish().catch(() => undefined));
       server.on('close', () => void this.publish().catch(() => undefined));
       await server.listen();
-      this.serving = { engine, server, socketPath };
+      const syncServer = new NbdServer({ socketPath: syncSocketPath(this.runDir, res), exportName: `${res}.sync`, device: engine, readOnly: true });
+      await syncServer.listen();
+      this.serving = { engine, server, syncServer, socketPath };
       this.phase = { kind: 'primary', socketPath, logPath };
       this.failedInputs = null;
       const r = engine.recovery;
@@ -110,15 +156,26 @@ export class ResourceController {
     const serving = this.serving!;
     if (!want.newestOwnLog || want.newestOwnLog === serving.engine.logPath) return;
     if (seqOf(want.newestOwnLog) <= seqOf(serving.engine.logPath)) return;
+    const sealed = serving.engine.logPath;
     await serving.engine.rotate(want.newestOwnLog);
+    await this.publishVersion(sealed);
     this.phase = { kind: 'primary', socketPath: serving.socketPath, logPath: want.newestOwnLog };
     this.log(`resource ${this.resource}: switched to ${path.basename(want.newestOwnLog)}`);
+  }
+
+  /** version-<seq>-<host> for a log this host wrote and sealed (docs/replication.md). */
+  private async publishVersion(logPath: string): Promise<void> {
+    const seq = seqOf(logPath);
+    const size = (await stat(logPath)).size;
+    const previous = await this.tree.getValue(versionKey(this.resource, seq - 1, this.tree.host));
+    await this.tree.set(versionKey(this.resource, seq, this.tree.host), versionValue(previous, path.basename(logPath), size));
   }
 
   private async stopServing(): Promise<void> {
     const serving = this.serving;
     if (!serving) return;
     this.serving = null;
+    await serving.syncServer.close();
     await serving.server.close();
     await serving.engine.close();
     await rm(serving.socketPath, { force: true });
@@ -133,13 +190,18 @@ export class ResourceController {
   private async publish(): Promise<void> {
     const host = this.tree.host, res = this.resource;
     const phase = this.phase;
+    const replica = this.replica?.status();
     const values: Record<string, string> = {
       'is-attached': phase.kind === 'detached' ? '0' : '1',
       'is-primary': phase.kind === 'primary' ? '1' : '0',
       'open-count': String(this.serving?.server.openCount ?? 0),
-      'replay-code': phase.kind === 'failed' ? `-1,${phase.code}: ${phase.reason.replace(/\s+/g, ' ').slice(0, 300)}` : '0',
+      'replay-code': phase.kind === 'failed' ? `-1,${phase.code}: ${phase.reason.replace(/\s+/g, ' ').slice(0, 300)}` : replica?.replayCode ?? '0',
       'device': phase.kind === 'primary' ? phase.socketPath : '(none)',
+      'is-copying': replica?.fetching ? '1' : '0',
+      'is-replaying': replica?.replaying ? '1' : '0',
+      'is-syncing': replica?.syncing ? '1' : '0',
     };
+    if (replica) values['fetch-pos'] = replica.fetchPos;
     for (const [name, value] of Object.entries(values)) {
       const key = actualKey(res, host, name);
       if (this.published.get(key) === value) continue;

@@ -3,6 +3,7 @@
  * reads switches (`todo-<host>/*`) and shared keys (`primary`), acts, and publishes
  * indicators (`actual-<host>/*`), as MARS's kernel part does (reference/mars.md 1.3-1.4).
  */
+import type { TransportFactory } from '../peer/index.js';
 
 export interface DaemonOptions {
   /** The tree root. */
@@ -17,6 +18,8 @@ export interface DaemonOptions {
   readonly aliveIntervalMs?: number;
   /** Where log lines go (one line each, no trailing newline). @default stderr */
   readonly log?: (line: string) => void;
+  /** How to reach peers; without one the daemon runs alone (no replication). */
+  readonly transport?: TransportFactory;
 }
 
 /** What the tree asks of one resource on this host. */
@@ -26,6 +29,8 @@ export interface Desired {
   readonly attach: boolean;
   /** `primary` names this host. */
   readonly primary: boolean;
+  /** `primary`'s value: the designated primary, or '(none)'. */
+  readonly primaryHost: string;
   /** `data-<host>`: the underlying disk. */
   readonly disk: string;
   /** `size`, bytes. */
@@ -42,5 +47,6 @@ export interface Desired {
 export type ResourcePhase =
   | { readonly kind: 'detached' }
   | { readonly kind: 'attached' }
+  | { readonly kind: 'secondary' }
   | { readonly kind: 'primary'; readonly socketPath: string; readonly logPath: string }
   | { readonly kind: 'failed'; readonly reason: string; readonly code: string };

@@ -4,7 +4,7 @@
  */
 export { TreeError, type TreeErrorCode } from './errors.js';
 export {
-  actualKey, checkValue, dataKey, deviceKey, formatSeq, hostActualKey, ipKey, isValidKey, KEY_SHAPES,
+  actualKey, checkValue, dataKey, deviceKey, formatSeq, hostActualKey, hostKeyKey, ipKey, isValidKey, KEY_SHAPES,
   logKey, MAX_VALUE_BYTES, mayWrite, ownerOf, parseKey, primaryKey, replayKey, resourceDir, resourceKey,
   sizeKey, todoKey, userspaceKey, UUID_KEY, VALUE_FORMATS, versionKey,
 } from './keys.js';

@@ -16,6 +16,7 @@ import { TOMBSTONE } from './types.js';
 export const KEY_SHAPES: readonly KeyShape[] = [
   { pattern: 'uuid', owner: 'shared', kind: 'link', value: 'uuid' },
   { pattern: 'ips/ip-<host>', owner: 'host', kind: 'link', value: 'address' },
+  { pattern: 'ips/hostkey-<host>', owner: 'host', kind: 'link', value: 'text' },
   { pattern: 'actual-<host>/alive', owner: 'host', kind: 'link', value: 'flag' },
   { pattern: 'actual-<host>/time', owner: 'host', kind: 'link', value: 'stamp' },
   { pattern: 'actual-<host>/<name>', owner: 'host', kind: 'link', value: 'text' },
@@ -269,6 +270,11 @@ export function hostActualKey(host: string, name: string): string {
 
 export function ipKey(host: string): string {
   return built(`ips/ip-${checkName('host', host)}`);
+}
+
+/** `ips/hostkey-<host>`: the host's sshd public key line, pinned by every peer. */
+export function hostKeyKey(host: string): string {
+  return built(`ips/hostkey-${checkName('host', host)}`);
 }
 
 /** `userspace/<name>`, or `resource-<res>/userspace/<name>` when `res` is given. */

@@ -1,13 +1,18 @@
 /** marsadm daemon [--run-dir DIR]: run the Phobos daemon in the foreground (systemd, tests). */
 import { Daemon } from '../../daemon/index.js';
-import { resolveTreeLocation } from '../../tree/index.js';
 import type { CommandContext } from '../command.js';
+import { openTree } from '../tree_access.js';
+import { transportFromOptions } from '../transport.js';
 
 export async function run(ctx: CommandContext): Promise<number> {
-  const location = resolveTreeLocation({ root: ctx.options['root'] as string | undefined, host: ctx.options['host'] as string | undefined });
+  const tree = await openTree(ctx);
+  const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} phobos-daemon[${tree.host}]: ${line}\n`);
   const daemon = await Daemon.start({
-    ...location,
+    root: tree.root,
+    host: tree.host,
     runDir: (ctx.options['run-dir'] as string | undefined) ?? process.env['PHOBOS_RUN_DIR'] ?? '/run/phobos',
+    log,
+    transport: transportFromOptions(ctx, tree, log) ?? undefined,
   });
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

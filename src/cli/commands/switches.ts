@@ -10,7 +10,7 @@
  * | pause-fetch / resume-fetch | connect | - (fetching arrives with peers) |
  * | pause-replay / resume-replay | allow-replay | - |
  */
-import type { TodoSwitch } from '../../tree/index.js';
+import type { MarsTree, TodoSwitch } from '../../tree/index.js';
 import { actualKey, resourceDir, todoKey } from '../../tree/index.js';
 import type { CommandContext, CommandRun } from '../command.js';
 import { CommandError } from '../errors.js';
@@ -36,14 +36,20 @@ export const SWITCH_VERBS: Readonly<Record<string, SwitchVerb>> = {
   'resume-replay': { switches: ['allow-replay'], value: '1' },
 };
 
+/** The pause-/resume- verbs also come as `-local` (the same) and `-global` (every member). */
+export const SCOPED_VERBS = ['pause-sync', 'resume-sync', 'pause-fetch', 'resume-fetch', 'pause-replay', 'resume-replay'];
+
 export function switchVerb(name: string): CommandRun {
-  const verb = SWITCH_VERBS[name]!;
+  const scope = name.endsWith('-global') ? 'global' : 'local';
+  const base = name.replace(/-(local|global)$/, '');
+  const verb = SWITCH_VERBS[base]!;
   return async (ctx: CommandContext) => {
     const res = ctx.args[0]!;
     const tree = await openTree(ctx);
     if ((await tree.list(`${resourceDir(res)}/`)).every((e) => e.value === null)) {
       throw new CommandError(`marsadm ${name}: no resource ${res}; \`marsadm view\` lists them`);
     }
+    if (scope === 'global') return await setEverywhere(ctx, tree, res, verb);
     const host = tree.host;
     if (ctx.options['dry-run']) {
       ctx.out.write(`would set ${verb.switches.map((s) => `todo-${host}/${s}=${verb.value}`).join(', ')} on ${res}\n`);
@@ -65,4 +71,19 @@ export function switchVerb(name: string): CommandRun {
     }
     return 0;
   };
+}
+
+/** `-global`: set the switch for every member of the resource (hosts with a data- link). */
+async function setEverywhere(ctx: CommandContext, tree: MarsTree, res: string, verb: SwitchVerb): Promise<number> {
+  const members = (await tree.list(`${resourceDir(res)}/`))
+    .filter((e) => e.value !== null && /^resource-[^/]+\/data-/.test(e.key))
+    .map((e) => e.key.slice(e.key.indexOf('/data-') + 6));
+  for (const host of members) {
+    for (const sw of verb.switches) {
+      const key = todoKey(res, host, sw);
+      if (ctx.options['dry-run']) ctx.out.write(`would set ${key}=${verb.value}\n`);
+      else if ((await tree.getValue(key)) !== verb.value) await tree.set(key, verb.value);
+    }
+  }
+  return 0;
 }

@@ -1,0 +1,60 @@
+/**
+ * marsadm wait-cluster: wait until every peer has answered, i.e. its daemon published an
+ * `actual-<peer>/time` newer than when we started (it reached us through the tree).
+ * marsadm update-cluster: pull the whole tree from every peer now.
+ */
+import { PeerLink } from '../../peer/index.js';
+import { hostActualKey, type MarsTree } from '../../tree/index.js';
+import type { CommandContext } from '../command.js';
+import { CommandError } from '../errors.js';
+import { openTree, timeoutMs } from '../tree_access.js';
+import { transportFromOptions } from '../transport.js';
+
+async function peers(tree: MarsTree): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const [key, value] of await tree.values('ips')) {
+    const m = /^ips\/ip-(.+)$/.exec(key);
+    if (m && value !== null && m[1] !== tree.host) out.set(m[1]!, value);
+  }
+  return out;
+}
+
+export async function waitCluster(ctx: CommandContext): Promise<number> {
+  const tree = await openTree(ctx);
+  const started = Date.now() * 1000;
+  const waiting = new Set((await peers(tree)).keys());
+  const deadline = Date.now() + timeoutMs(ctx);
+  while (waiting.size) {
+    for (const host of [...waiting]) {
+      const time = await tree.get(hostActualKey(host, 'time'));
+      if (time && time.value !== null && time.stamp > started) waiting.delete(host);
+    }
+    if (!waiting.size) break;
+    if (Date.now() > deadline) {
+      throw new CommandError(`no answer from ${[...waiting].join(', ')} within ${Math.round(timeoutMs(ctx) / 1000)} s; ` +
+        'check that their daemons run and that this daemon reaches them (marsadm view shows each peer\'s link)');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  ctx.out.write('every peer answered\n');
+  return 0;
+}
+
+export async function updateCluster(ctx: CommandContext): Promise<number> {
+  const tree = await openTree(ctx);
+  const log = (line: string): void => void (ctx.options['verbose'] ? ctx.err.write(`${line}\n`) : undefined);
+  const factory = transportFromOptions(ctx, tree, log);
+  if (!factory) throw new CommandError('no way to reach peers: no cluster key (join a cluster first, or pass --ssh-dir / --pipe-root)');
+  const failed: string[] = [];
+  await Promise.all([...(await peers(tree))].map(async ([host, address]) => {
+    const link = new PeerLink({ tree, peer: { host, address }, factory, log });
+    link.start();
+    const up = await link.waitConnected(timeoutMs(ctx));
+    await link.merged();
+    link.stop();
+    if (!up) failed.push(`${host} (${link.error || 'timeout'})`);
+  }));
+  if (failed.length) throw new CommandError(`could not reach ${failed.join(', ')}; the rest of the tree is up to date`);
+  ctx.out.write('tree updated from every peer\n');
+  return 0;
+}

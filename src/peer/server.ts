@@ -1,0 +1,260 @@
+/**
+ * `marsadm peer-serve`: the far end of a peer connection. It answers one client (a peer's
+ * daemon) on stdin/stdout, as this host, from this host's tree, logs and disk, and never
+ * writes anything (docs/peer-protocol.md "Shape of a connection").
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+
+import { dataKey, ipKey, isValidName, NAME_SOURCE, sizeKey, TreeWatcher, UUID_KEY, type MarsTree, type TreeEntry } from '../tree/index.js';
+import { PeerConnection, RemoteError, type OutgoingFrame } from './connection.js';
+import { DIGEST_BYTES, digestBlocks, openDeviceView } from './device_view.js';
+import { MAX_PAYLOAD_BYTES, MessageType, PROTOCOL_VERSION, type Frame, type Json } from './frames.js';
+import type { PeerTransport } from './transport.js';
+
+export interface PeerServerOptions {
+  readonly tree: MarsTree;
+  /** Where the daemon keeps its NBD sockets (for the sync view). */
+  readonly runDir: string;
+  readonly log: (line: string) => void;
+  /** Full rescan of the tree watcher, ms (safety net only). @default 30000 */
+  readonly rescanMs?: number;
+}
+
+const ENTRIES_PER_FRAME = 2000;
+const MAX_WAIT_MS = 5000;
+const MAX_DIGEST_BLOCKS = MAX_PAYLOAD_BYTES / DIGEST_BYTES;
+const LOG_NAME = new RegExp(`^log-[0-9]{9}-${NAME_SOURCE}$`);
+
+type TreeRow = [string, string | null, number];
+
+export class PeerServer {
+  private client: string | null = null;
+  private watcher: TreeWatcher | null = null;
+  private readonly logFiles = new Map<string, FileHandle>();
+  private connection!: PeerConnection;
+
+  constructor(private readonly opts: PeerServerOptions) {}
+
+  /** Serve one connection until it closes. */
+  async serve(transport: PeerTransport): Promise<void> {
+    this.connection = new PeerConnection(transport, {
+      peer: 'client',
+      log: this.opts.log,
+      idleTimeoutMs: 60_000,
+      onRequest: (frame) => this.handle(frame),
+    });
+    await this.connection.closed;
+    this.watcher?.close();
+    for (const h of this.logFiles.values()) await h.close().catch(() => undefined);
+  }
+
+  private async handle(frame: Frame): Promise<OutgoingFrame[]> {
+    if (frame.type === MessageType.HELLO) return [await this.hello(frame.json)];
+    if (this.client === null) throw new RemoteError('HELLO first', 'EPHOBOS_PROTO');
+    switch (frame.type) {
+      case MessageType.TREE_SUBSCRIBE: return this.subscribe(frame.json);
+      case MessageType.LOG_LIST: return [await this.logList(frame.json)];
+      case MessageType.LOG_READ: return [await this.logRead(frame.json)];
+      case MessageType.DIGESTS: return [await this.digests(frame.json)];
+      case MessageType.BLOCKS_READ: return [await this.blocks(frame.json)];
+      default: throw new RemoteError(`request type ${frame.type} is not served`, 'EPHOBOS_PROTO');
+    }
+  }
+
+  private refuse(why: string, code = 'EPHOBOS_PEER'): never {
+    this.opts.log(`peer ${this.client ?? '(unknown)'}: refused: ${why}`);
+    setImmediate(() => this.connection.close());
+    throw new RemoteError(why, code);
+  }
+
+  private async hello(json: Json): Promise<OutgoingFrame> {
+    const tree = this.opts.tree;
+    const host = String(json['host'] ?? '');
+    const uuid = await tree.getValue(UUID_KEY);
+    if (json['proto'] !== PROTOCOL_VERSION) this.refuse(`${host || 'client'} speaks protocol ${String(json['proto'])}, this host ${PROTOCOL_VERSION}`);
+    if (json['cluster'] !== uuid) this.refuse(`${host || 'client'} belongs to cluster ${String(json['cluster'])}, this host to ${uuid}`);
+    if (!isValidName(host) || (await tree.getValue(ipKey(host))) === undefined) {
+      this.refuse(`'${host}' is not a member of cluster ${uuid} (no ips/ip-${host} here)`);
+    }
+    this.client = host;
+    return { type: MessageType.HELLO, json: { proto: PROTOCOL_VERSION, cluster: uuid, host: tree.host, features: [] } };
+  }
+
+  private async subscribe(json: Json): Promise<OutgoingFrame[]> {
+    const since = numberField(json, 'since', 0);
+    if (!this.watcher) {
+      // Watch first, then list: a change in between is sent twice, never lost.
+      let batch: TreeRow[] = [];
+      this.watcher = await TreeWatcher.start({
+        root: this.opts.tree.root,
+        rescanMs: this.opts.rescanMs ?? 30_000,
+        onChange: (c) => {
+          if (c.kind !== 'set') return;
+          if (batch.length === 0) setImmediate(() => this.flushDeltas(batch.splice(0)));
+          batch.push([c.key, c.value, c.stamp]);
+        },
+      });
+    }
+    const rows = (await this.opts.tree.snapshot()).filter((e) => e.stamp > since).map(toRow);
+    const frames: OutgoingFrame[] = [];
+    for (let i = 0; i < rows.length || frames.length === 0; i += ENTRIES_PER_FRAME) {
+      frames.push({ type: MessageType.TREE_ENTRIES, json: { snapshot: true, entries: rows.slice(i, i + ENTRIES_PER_FRAME) } });
+    }
+    return frames;
+  }
+
+  private flushDeltas(rows: TreeRow[]): void {
+    for (let i = 0; i < rows.length; i += ENTRIES_PER_FRAME) {
+      this.connection.notify(MessageType.TREE_ENTRIES, { snapshot: false, entries: rows.slice(i, i + ENTRIES_PER_FRAME) });
+    }
+  }
+
+  private resourceDir(json: Json): string {
+    const res = json['res'];
+    if (typeof res !== 'string' || !isValidName(res)) this.refuse(`bad resource name ${JSON.stringify(res)}`, 'EPHOBOS_PATH');
+    return path.join(this.opts.tree.root, `resource-${res}`);
+  }
+
+  private async logList(json: Json): Promise<OutgoingFrame> {
+    const dir = this.resourceDir(json);
+    const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => LOG_NAME.test(n)).sort();
+    const logs: [string, number][] = [];
+    for (const name of names) {
+      const st = await stat(path.join(dir, name)).catch(() => null);
+      if (st?.isFile()) logs.push([name, st.size]);
+    }
+    return { type: MessageType.LOG_LIST_REPLY, json: { logs } };
+  }
+
+  private async logRead(json: Json): Promise<OutgoingFrame> {
+    const dir = this.resourceDir(json);
+    const name = json['name'];
+    if (typeof name !== 'string' || !LOG_NAME.test(name)) this.refuse(`bad log name ${JSON.stringify(name)}`, 'EPHOBOS_PATH');
+    const offset = numberField(json, 'offset', 0);
+    const length = Math.min(numberField(json, 'length', MAX_PAYLOAD_BYTES), MAX_PAYLOAD_BYTES);
+    const waitMs = Math.min(numberField(json, 'waitMs', 0), MAX_WAIT_MS);
+    const file = path.join(dir, name);
+    const handle = await this.logHandle(file);
+    let size = (await handle.stat()).size;
+    if (size <= offset && waitMs > 0) size = await waitForGrowth(file, handle, offset, waitMs);
+    const n = Math.max(0, Math.min(length, size - offset));
+    // Durable here before it leaves: the origin can then never lose bytes a copy holds.
+    if (n > 0) await handle.datasync();
+    const data = Buffer.allocUnsafe(n);
+    let done = 0;
+    while (done < n) {
+      const { bytesRead } = await handle.read(data, done, n - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return { type: MessageType.LOG_DATA, json: { offset, size }, payload: data.subarray(0, done) };
+  }
+
+  private async logHandle(file: string): Promise<FileHandle> {
+    const cached = this.logFiles.get(file);
+    if (cached) return cached;
+    const handle = await open(file, 'r').catch((e: NodeJS.ErrnoException) => {
+      throw new RemoteError(`${path.basename(file)}: ${e.code === 'ENOENT' ? 'no such log here' : e.message}`, e.code ?? 'EIO');
+    });
+    if (this.logFiles.size >= 16) {
+      const [oldest, h] = this.logFiles.entries().next().value as [string, FileHandle];
+      this.logFiles.delete(oldest);
+      await h.close().catch(() => undefined);
+    }
+    this.logFiles.set(file, handle);
+    return handle;
+  }
+
+  private async deviceRange(json: Json, maxLength: number): Promise<{ res: string; disk: string; offset: number; length: number }> {
+    this.resourceDir(json);
+    const res = json['res'] as string;
+    const disk = await this.opts.tree.getValue(dataKey(res, this.opts.tree.host));
+    const size = Number(await this.opts.tree.getValue(sizeKey(res)) ?? 0);
+    if (!disk) throw new RemoteError(`resource ${res} has no disk on ${this.opts.tree.host}`, 'ENOENT');
+    const offset = numberField(json, 'offset', 0);
+    const length = Math.min(numberField(json, 'length', 0), maxLength, Math.max(0, size - offset));
+    return { res, disk, offset, length };
+  }
+
+  private async digests(json: Json): Promise<OutgoingFrame> {
+    const blockBytes = numberField(json, 'blockBytes', 65536);
+    if (blockBytes < 4096 || blockBytes > MAX_PAYLOAD_BYTES || blockBytes % 4096) {
+      throw new RemoteError(`blockBytes ${blockBytes} must be a multiple of 4096 up to 1 MiB`, 'EINVAL');
+    }
+    const { res, disk, offset, length } = await this.deviceRange(json, MAX_DIGEST_BLOCKS * blockBytes);
+    const view = await openDeviceView(this.opts.runDir, res, disk);
+    try {
+      const parts: Buffer[] = [];
+      const step = Math.max(blockBytes, Math.floor((4 << 20) / blockBytes) * blockBytes);
+      for (let o = 0; o < length; o += step) {
+        parts.push(digestBlocks(await view.read(offset + o, Math.min(step, length - o)), blockBytes));
+      }
+      const log = await newestOwnLog(this.opts.tree, res);
+      return { type: MessageType.DIGESTS_REPLY, json: { view: view.kind, log }, payload: Buffer.concat(parts) };
+    } finally {
+      await view.close();
+    }
+  }
+
+  private async blocks(json: Json): Promise<OutgoingFrame> {
+    const { res, disk, offset, length } = await this.deviceRange(json, MAX_PAYLOAD_BYTES);
+    const view = await openDeviceView(this.opts.runDir, res, disk);
+    try {
+      const data = await view.read(offset, length);
+      // Measured after the read: the data are no newer than this log position.
+      const log = await newestOwnLog(this.opts.tree, res);
+      return { type: MessageType.BLOCKS_DATA, json: { view: view.kind, log }, payload: data };
+    } finally {
+      await view.close();
+    }
+  }
+}
+
+function toRow(e: TreeEntry): TreeRow {
+  return [e.key, e.value, e.stamp];
+}
+
+function numberField(json: Json, name: string, fallback: number): number {
+  const v = json[name];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new RemoteError(`field ${name} must be a non-negative integer`, 'EINVAL');
+  return v;
+}
+
+/** This host's newest log of `res` and its size: `[name, size]`, or null. */
+async function newestOwnLog(tree: MarsTree, res: string): Promise<[string, number] | null> {
+  const dir = path.join(tree.root, `resource-${res}`);
+  const own = (await readdir(dir).catch(() => [] as string[])).filter((n) => LOG_NAME.test(n) && n.slice(14) === tree.host).sort();
+  const name = own[own.length - 1];
+  if (!name) return null;
+  return [name, (await stat(path.join(dir, name))).size];
+}
+
+/** Resolves with the file's size once it exceeds `offset`, or after `waitMs`. */
+function waitForGrowth(file: string, handle: FileHandle, offset: number, waitMs: number): Promise<number> {
+  return new Promise((resolve) => {
+    let watcher: FSWatcher | null = null;
+    let done = false;
+    const check = async (final: boolean): Promise<void> => {
+      if (done) return;
+      const size = (await handle.stat().catch(() => ({ size: 0 }))).size;
+      if (size > offset || final) {
+        done = true;
+        clearInterval(poll);
+        clearTimeout(timeout);
+        watcher?.close();
+        resolve(size);
+      }
+    };
+    try {
+      watcher = watch(file, () => void check(false));
+      watcher.on('error', () => undefined);
+    } catch {
+      watcher = null;
+    }
+    const poll = setInterval(() => void check(false), 100);
+    const timeout = setTimeout(() => void check(true), waitMs);
+  });
+}
