@@ -440,6 +440,7 @@ export class Replica {
         this.syncTarget = stats.target;
         await this.opts.tree.set(actualKey(this.resource, this.host, 'sync-target'), positionValue(stats.target));
       }
+      await this.opts.tree.set(actualKey(this.resource, this.host, 'sync-sent'), String(this.syncStats.bytesSent));
       await this.opts.tree.set(syncKey, String(done + length));
       if (done + length >= this.opts.sizeBytes) {
         this.opts.log(`resource ${this.resource}: fast full sync done: ${this.syncStats.bytesSent} of ${this.syncStats.bytesCompared} bytes differed` +

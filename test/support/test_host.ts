@@ -4,7 +4,7 @@
  * as a child process that the test stops.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 
@@ -27,12 +27,22 @@ export class TestHost {
   private daemon: ChildProcess | null = null;
   daemonLog = '';
 
-  constructor(readonly name = 'alpha') {
+  /**
+   * @param cluster the base directory of a TestCluster: this host then lives in
+   *   `<base>/<name>/` and its daemon reaches the others over the pipe transport.
+   */
+  constructor(readonly name = 'alpha', private readonly cluster: string | null = null) {
     if (!existsSync(MARSADM)) throw new Error(`${MARSADM} missing: run \`npm run build\` (npm test does it)`);
-    this.tmp = tempDir(`phobos-${name}-`);
+    this.tmp = cluster ? subDir(cluster, name) : tempDir(`phobos-${name}-`);
     this.root = this.tmp.file('mars');
     this.runDir = this.tmp.file('run');
     mkdirSync(this.runDir);
+  }
+
+  /** The pipe transport's options for a host of a TestCluster. */
+  get pipeOptions(): string[] {
+    if (!this.cluster) return [];
+    return ['--pipe-root', path.join(this.cluster, '{host}', 'mars'), '--pipe-run-dir', path.join(this.cluster, '{host}', 'run')];
   }
 
   /** marsadm in this process, with this host's --root and --host. */
@@ -58,8 +68,8 @@ export class TestHost {
 
   /** Start the daemon and wait until it says it started. */
   async startDaemon(): Promise<void> {
-    const child = spawn(process.execPath, [MARSADM, 'daemon', '--root', this.root, '--host', this.name, '--run-dir', this.runDir],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [MARSADM, 'daemon', '--root', this.root, '--host', this.name, '--run-dir', this.runDir,
+      ...this.pipeOptions], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.daemon = child;
     await new Promise<void>((resolve, reject) => {
       const onData = (d: Buffer) => {
@@ -68,6 +78,8 @@ export class TestHost {
       };
       child.stderr!.on('data', onData);
       child.once('exit', (code) => reject(new Error(`daemon exited ${code} before starting:\n${this.daemonLog}`)));
+    }).finally(() => {
+      if (process.env['PHOBOS_TEST_DAEMON_LOG']) child.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
     });
   }
 
@@ -87,6 +99,12 @@ export class TestHost {
     await this.stopDaemon('SIGKILL');
     this.tmp.remove();
   }
+}
+
+function subDir(base: string, name: string): TempDir {
+  const dir = path.join(base, name);
+  mkdirSync(dir, { recursive: true });
+  return { dir, file: (f) => path.join(dir, f), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 /** Poll until check() holds, or fail after timeoutMs naming what. */
