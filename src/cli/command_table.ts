@@ -35,7 +35,7 @@ const switchVerbs: CommandSpec[] = [
 
 const MACRO_HELP: Readonly<Record<string, string>> = {
   'view-role': 'Primary, Secondary or None on this host', 'view-state': 'disk and replication state on this host',
-  'view-diskstate': 'UpToDate, Detached or Failed', 'view-replstate': 'Logging, Replaying, PausedReplay, Detached or DefectiveLog',
+  'view-diskstate': 'UpToDate, Inconsistent (sync not done), Detached or Failed', 'view-replstate': 'Logging, Replaying, PausedReplay, Detached, DefectiveLog, VersionMismatch or SplitBrain',
   'view-flags': 'switches: S sync, F fetch, A attach, R replay', 'view-is-primary': '1 if this host is primary',
   'view-get-primary': 'the designated primary, or (none)', 'view-is-consistent': '1 if this host\'s disk is consistent',
   'view-device-opened': 'openers of the device on this host', 'view-replay-rest': 'bytes of log not yet applied here',

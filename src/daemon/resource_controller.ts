@@ -136,6 +136,7 @@ export class ResourceController {
       const syncServer = new NbdServer({ socketPath: syncSocketPath(this.runDir, res), exportName: `${res}.sync`, device: engine, readOnly: true });
       await syncServer.listen();
       this.serving = { engine, server, syncServer, socketPath };
+      this.startLogEndTicker();
       this.phase = { kind: 'primary', socketPath, logPath };
       this.failedInputs = null;
       const r = engine.recovery;
@@ -171,6 +172,18 @@ export class ResourceController {
     await this.tree.set(versionKey(this.resource, seq, this.tree.host), versionValue(previous, path.basename(logPath), size));
   }
 
+  /** The log end moves with every write; peers and view see it once a second. */
+  private startLogEndTicker(): void {
+    const tick = setInterval(() => {
+      if (!this.serving) {
+        clearInterval(tick);
+        return;
+      }
+      this.publishSoon();
+    }, 1000);
+    tick.unref();
+  }
+
   private async stopServing(): Promise<void> {
     const serving = this.serving;
     if (!serving) return;
@@ -202,6 +215,7 @@ export class ResourceController {
       'is-syncing': replica?.syncing ? '1' : '0',
     };
     if (replica) values['fetch-pos'] = replica.fetchPos;
+    if (this.serving) values['log-end'] = `${path.basename(this.serving.engine.logPath)},${this.serving.engine.logPosition}`;
     for (const [name, value] of Object.entries(values)) {
       const key = actualKey(res, host, name);
       if (this.published.get(key) === value) continue;

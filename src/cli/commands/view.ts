@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-  actualKey, primaryKey, replayKey, resourceDir, sizeKey, todoKey, type MarsTree,
+  actualKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, type MarsTree,
 } from '../../tree/index.js';
 import type { CommandContext, CommandRun } from '../command.js';
 import { CommandError } from '../errors.js';
@@ -14,8 +14,8 @@ import { formatBytes } from '../format.js';
 import { daemonAlive, openTree } from '../tree_access.js';
 
 export type Role = 'Primary' | 'Secondary' | 'None';
-export type DiskState = 'UpToDate' | 'Detached' | 'Failed';
-export type ReplState = 'Logging' | 'Replaying' | 'PausedReplay' | 'Detached' | 'DefectiveLog';
+export type DiskState = 'UpToDate' | 'Inconsistent' | 'Detached' | 'Failed';
+export type ReplState = 'Logging' | 'Replaying' | 'PausedReplay' | 'Detached' | 'DefectiveLog' | 'VersionMismatch' | 'SplitBrain';
 
 /** One host's part in a resource. */
 export interface HostView {
@@ -41,6 +41,12 @@ export interface HostView {
   readonly fetchRest: number;
   /** replay-code: 0, or negative with a reason. */
   readonly replayCode: string;
+  /** Fast full sync: bytes done of the resource's size, whether it runs, bytes sent so far. */
+  readonly sync: { readonly syncedBytes: number; readonly sizeBytes: number; readonly running: boolean; readonly sentBytes: number };
+  /** Origin log position replay must pass before the disk is consistent after a sync, or null. */
+  readonly syncTarget: string | null;
+  /** Bytes of the current log in this host's copy (secondaries), from actual-<host>/fetch-pos. */
+  readonly fetchedBytes: number;
   /** The host's daemon publishes liveness; when false, the other fields are its last words. */
   readonly daemonAlive: boolean;
 }
@@ -123,6 +129,12 @@ export async function resourceView(snap: TreeSnapshot, res: string): Promise<Res
   };
 }
 
+/** `log-...,<n>` -> [log, n], or null. */
+function logAndOffset(value: string): [string, number] | null {
+  const m = /^(log-[0-9]{9}-[^,]+),([0-9]+)$/.exec(value);
+  return m ? [m[1]!, Number(m[2])] : null;
+}
+
 async function hostView(snap: TreeSnapshot, res: string, host: string, primary: string): Promise<HostView> {
   const get = (key: string) => snap.value(key) ?? '';
   const todo = (sw: 'sync' | 'connect' | 'attach' | 'allow-replay') => get(todoKey(res, host, sw)) === '1';
@@ -133,25 +145,44 @@ async function hostView(snap: TreeSnapshot, res: string, host: string, primary: 
   const device = get(actualKey(res, host, 'device'));
   const replayLink = /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(get(replayKey(res, host)));
   const log = replayLink?.[1] ?? null;
-  const logBytes = log ? await stat(path.join(snap.root, resourceDir(res), log)).then((s) => s.size, () => 0) : 0;
+  // The log's end: what its origin published (actual-<origin>/log-end), else our copy's size.
+  const origin = log ? log.slice(14) : '';
+  const published = logAndOffset(get(actualKey(res, origin || host, 'log-end')));
+  const logBytes = !log ? 0 : published && published[0] === log ? published[1]
+    : await stat(path.join(snap.root, resourceDir(res), log)).then((s) => s.size, () => 0);
   const replayPosition = Number(replayLink?.[2] ?? 0);
   const failed = replayCode.startsWith('-');
+  const fetchPos = logAndOffset(get(actualKey(res, host, 'fetch-pos')));
+  const fetchedBytes = isPrimary || origin === host ? logBytes : fetchPos && fetchPos[0] === log ? fetchPos[1] : 0;
+  const sizeBytes = Number(snap.value(sizeKey(res)) ?? 0);
+  const syncedBytes = Number(get(resourceKey(res, `syncstatus-${host}`)) || sizeBytes);
+  const target = get(actualKey(res, host, 'sync-target'));
+  const syncTarget = target && target !== '(none)' ? target : null;
+  const reason = failed ? /^-[0-9]+,([A-Za-z]+)/.exec(replayCode)?.[1] : undefined;
+  const failure: ReplState = reason === 'VersionMismatch' || reason === 'SplitBrain' ? reason : 'DefectiveLog';
   return {
     host,
     role: isPrimary ? 'Primary' : attached ? 'Secondary' : 'None',
     designatedPrimary: primary === host,
-    diskState: failed ? 'Failed' : attached ? 'UpToDate' : 'Detached',
-    replState: failed ? 'DefectiveLog' : !attached ? 'Detached' : isPrimary ? 'Logging' : replay ? 'Replaying' : 'PausedReplay',
+    diskState: failed ? 'Failed' : !attached ? 'Detached' : syncedBytes < sizeBytes || syncTarget ? 'Inconsistent' : 'UpToDate',
+    replState: failed ? failure : !attached ? 'Detached' : isPrimary ? 'Logging' : replay ? 'Replaying' : 'PausedReplay',
     flags: `${sync ? 'S' : '-'}${fetch ? 'F' : '-'}${attach ? 'A' : '-'}${replay ? 'R' : '-'}`,
     device: device && device !== '(none)' ? device : null,
     openCount: Number(get(actualKey(res, host, 'open-count')) || 0),
-    consistent: attached && !failed,
+    consistent: attached && !failed && syncedBytes >= sizeBytes && !syncTarget,
     log,
     logBytes,
     replayPosition,
-    replayRest: Math.max(0, logBytes - replayPosition),
-    fetchRest: 0,
+    replayRest: Math.max(0, (isPrimary ? logBytes : fetchedBytes) - replayPosition),
+    fetchRest: Math.max(0, logBytes - fetchedBytes),
     replayCode,
+    sync: {
+      syncedBytes, sizeBytes,
+      running: get(actualKey(res, host, 'is-syncing')) === '1',
+      sentBytes: Number(get(actualKey(res, host, 'sync-sent')) || 0),
+    },
+    syncTarget,
+    fetchedBytes,
     daemonAlive: await snap.daemonAlive(host),
   };
 }
@@ -166,23 +197,30 @@ async function views(ctx: CommandContext): Promise<{ tree: MarsTree; list: Resou
   return { tree, list: await Promise.all(names.map((r) => resourceView(snap, r))) };
 }
 
-function viewText(v: ResourceView): string {
+function viewText(v: ResourceView, self: string): string {
   const lines = [`--------- resource ${v.resource} (${formatBytes(v.sizeBytes)}), primary ${v.primary}`];
   for (const h of v.hosts) {
     const device = h.device ? `  device ${h.device} (opened ${h.openCount})` : '';
-    const log = h.log ? `  log ${h.log} ${formatBytes(h.logBytes)}, replay rest ${formatBytes(h.replayRest)}` : '';
+    const fetch = h.role === 'Secondary' ? `, fetch rest ${formatBytes(h.fetchRest)}` : '';
+    const log = h.log ? `  log ${h.log} ${formatBytes(h.logBytes)}${fetch}, replay rest ${formatBytes(h.replayRest)}` : '';
+    const s = h.sync;
+    const sync = s.syncedBytes < s.sizeBytes
+      ? `  sync ${Math.floor((100 * s.syncedBytes) / Math.max(1, s.sizeBytes))}% (${formatBytes(s.syncedBytes)} of ${formatBytes(s.sizeBytes)}, ${formatBytes(s.sentBytes)} sent)${s.running ? '' : ' paused'}`
+      : h.syncTarget ? `  consistent once replay passes ${h.syncTarget}` : '';
     const code = h.replayCode.startsWith('-') ? `  ERROR ${h.replayCode.slice(h.replayCode.indexOf(',') + 1)}` : '';
-    const down = h.daemonAlive ? '' : '  DAEMON NOT RUNNING (start it: systemctl start phobos-daemon, or marsadm daemon)';
-    lines.push(`${h.host}  ${h.role}  ${h.diskState}  ${h.replState}  ${h.flags}${device}${log}${code}${down}`);
+    const down = h.daemonAlive ? '' : h.host === self
+      ? '  DAEMON NOT RUNNING (start it: systemctl start phobos-daemon, or marsadm daemon)'
+      : '  NO NEWS (its daemon is down, or the link to it is cut)';
+    lines.push(`${h.host}  ${h.role}  ${h.diskState}  ${h.replState}  ${h.flags}${device}${log}${sync}${code}${down}`);
   }
   return lines.join('\n') + '\n';
 }
 
 /** marsadm view [RES] */
 export async function run(ctx: CommandContext): Promise<number> {
-  const { list } = await views(ctx);
+  const { tree, list } = await views(ctx);
   if (ctx.options['json']) ctx.out.write(`${JSON.stringify({ resources: list })}\n`);
-  else ctx.out.write(list.length ? list.map(viewText).join('') : 'no resources\n');
+  else ctx.out.write(list.length ? list.map((v) => viewText(v, tree.host)).join('') : 'no resources\n');
   return 0;
 }
 
