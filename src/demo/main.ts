@@ -1,180 +1,235 @@
 #!/usr/bin/env node
 /**
- * npm run demo: one host, end to end, as an operator would see it.
+ * npm run demo: a three-host cluster on this machine, as an operator would drive it.
  *
- *   marsadm create-cluster; marsadm daemon &; marsadm create-resource demo disk.img 256M
- *   a write workload through the NBD export (sequential 1 MiB and random 4 KiB, some FUA)
- *   kill -9 of the daemon in the middle of it; restart; every acknowledged write checked
- *   marsadm view; marsadm log-check of every log
+ *   three hosts (alpha, beta, gamma), each with its own tree root and disk, daemons that
+ *   reach each other over the pipe transport (docs/peer-protocol.md);
+ *   create-resource on alpha, data written through alpha's NBD export;
+ *   join-resource on beta and gamma: fast full sync, with its progress;
+ *   more writes while the secondaries replay; gamma's daemon is killed with SIGKILL in the
+ *   middle and restarted, and resumes;
+ *   marsadm view; the daemons stop; the three disks are compared (sha256).
  *
- * Everything lives in a temp dir that is removed at the end; every process it starts is
- * stopped. Usage: npm run demo [-- --json] [-- --keep]
+ * Usage: npm run demo [-- --json] [-- --keep]; `npm run demo -- --crash` runs the one-host
+ * crash demo (kill -9 of a primary under load, every acknowledged write checked).
+ * Everything lives in a temp dir removed at the end; every process it starts is stopped.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { NbdClient } from '../nbd/index.js';
-import { ProgressBar } from '../cli/progress.js';
 import { formatBytes } from '../cli/format.js';
+import { ProgressBar } from '../cli/progress.js';
+import { NbdClient } from '../nbd/index.js';
+import { runCrashDemo } from './crash.js';
 
 const MARSADM = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
-const BLOCK = 4096;
+const HOSTS = ['alpha', 'beta', 'gamma'] as const;
+type Host = (typeof HOSTS)[number];
+const RES = 'demo';
 const DISK_BYTES = 256 << 20;
-const BLOCKS = DISK_BYTES / BLOCK;
 const json = process.argv.includes('--json');
 const keep = process.argv.includes('--keep');
-const say = (line: string) => { if (!json) console.log(line); };
+const say = (line: string): void => { if (!json) console.log(line); };
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'phobos-demo-'));
-const env = { ...process.env, MARS_ROOT: path.join(dir, 'mars'), MARS_HOST: 'alpha', PHOBOS_RUN_DIR: path.join(dir, 'run') };
-const socket = path.join(dir, 'run', 'demo.nbd');
+class DemoCluster {
+  readonly daemons = new Map<Host, ChildProcess>();
 
-/** Run marsadm, echoing the command like a shell session. */
-async function marsadm(...args: string[]): Promise<string> {
-  say(`$ marsadm ${args.join(' ')}`);
-  const child = spawn(process.execPath, [MARSADM, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await new Promise<number>((r) => child.once('exit', (c) => r(c ?? 1)));
-  if (out && !json) process.stdout.write(`${out.trimEnd().replace(/^/gm, '  ')}\n`);
-  if (code !== 0) throw new Error(`marsadm ${args[0]} exited ${code}: ${err.trim()}`);
-  return out;
-}
+  constructor(readonly dir: string) {
+    for (const h of HOSTS) mkdirSync(path.join(dir, h, 'run'), { recursive: true });
+  }
 
-function startDaemon(): Promise<ChildProcess> {
-  say('$ marsadm daemon &');
-  const child = spawn(process.execPath, [MARSADM, 'daemon'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  return new Promise((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      log += d.toString();
-      if (log.includes(': started on ')) resolve(child);
+  env(host: Host): NodeJS.ProcessEnv {
+    return {
+      ...process.env,
+      MARS_ROOT: path.join(this.dir, host, 'mars'),
+      MARS_HOST: host,
+      PHOBOS_RUN_DIR: path.join(this.dir, host, 'run'),
+      PHOBOS_PIPE_ROOT: path.join(this.dir, '{host}', 'mars'),
+      PHOBOS_PIPE_RUN_DIR: path.join(this.dir, '{host}', 'run'),
+    };
+  }
+
+  disk(host: Host): string {
+    return path.join(this.dir, host, 'disk.img');
+  }
+
+  socket(host: Host): string {
+    return path.join(this.dir, host, 'run', `${RES}.nbd`);
+  }
+
+  /** marsadm as `host`, echoed like a shell session. */
+  async marsadm(host: Host, ...args: string[]): Promise<string> {
+    say(`${host}$ marsadm ${args.join(' ')}`);
+    const child = spawn(process.execPath, [MARSADM, ...args], { env: this.env(host), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number>((r) => child.once('exit', (c) => r(c ?? 1)));
+    if (out && !json) process.stdout.write(`${out.trimEnd().replace(/^/gm, '  ')}\n`);
+    if (code !== 0) throw new Error(`marsadm ${args[0]} on ${host} exited ${code}: ${err.trim()}`);
+    return out;
+  }
+
+  /** join-resource prints progress objects with --json; draw them as a bar. */
+  async join(host: Host): Promise<void> {
+    say(`${host}$ marsadm join-resource ${RES} ${this.disk(host)}`);
+    const child = spawn(process.execPath, [MARSADM, 'join-resource', RES, this.disk(host), '--json', '--timeout', '120'],
+      { env: this.env(host), stdio: ['ignore', 'pipe', 'pipe'] });
+    const bar = new ProgressBar(`sync ${host}`, DISK_BYTES);
+    let err = '', tail = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => {
+      tail += d.toString();
+      const lines = tail.split('\n');
+      tail = lines.pop() ?? '';
+      for (const line of lines) {
+        const p = (line.startsWith('{') ? JSON.parse(line) : {}) as { syncedBytes?: number };
+        if (typeof p.syncedBytes === 'number') bar.update(p.syncedBytes);
+      }
     });
-    child.once('exit', (code) => reject(new Error(`daemon exited ${code}: ${log}`)));
-  });
-}
+    const code = await new Promise<number>((r) => child.once('exit', (c) => r(c ?? 1)));
+    bar.done();
+    if (code !== 0) throw new Error(`join-resource on ${host} exited ${code}: ${err.trim()}`);
+  }
 
-async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(signal);
-  await exited;
-}
+  startDaemon(host: Host): Promise<void> {
+    const child = spawn(process.execPath, [MARSADM, 'daemon'], { env: this.env(host), stdio: ['ignore', 'ignore', 'pipe'] });
+    this.daemons.set(host, child);
+    let log = '';
+    return new Promise((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        log += d.toString();
+        if (log.includes(': started on ')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`daemon on ${host} exited ${code}: ${log}`)));
+    });
+  }
 
-/** Connect once the restarted daemon has recovered and listens. */
-async function connectWhenServed(): Promise<NbdClient> {
-  for (let i = 0; ; i++) {
-    try {
-      return await NbdClient.connect(socket, 'demo');
-    } catch (error) {
-      if (i > 400) throw error;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+  async stopDaemon(host: Host, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.daemons.get(host);
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill(signal);
+    await exited;
+  }
+
+  async view(host: Host): Promise<ViewJson> {
+    const child = spawn(process.execPath, [MARSADM, 'view', RES, '--json'], { env: this.env(host), stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((r) => child.once('exit', r));
+    return JSON.parse(out) as ViewJson;
   }
 }
 
-/** Each 4 KiB block written carries (write id, block index), so any block can be checked. */
-function blockData(id: number, first: number, count: number): Buffer {
-  const b = Buffer.alloc(count * BLOCK);
-  for (let i = 0; i < count; i++) {
-    b.writeUInt32LE(id, i * BLOCK);
-    b.writeUInt32LE(first + i, i * BLOCK + 4);
-    b.fill(id & 0xff, i * BLOCK + 8, (i + 1) * BLOCK);   // compressible filler
+interface ViewJson {
+  resources: { hosts: { host: string; replayRest: number; fetchRest: number; diskState: string; replState: string }[] }[];
+}
+
+/** Deterministic bytes: the demo's data can be regenerated to check it. */
+function pattern(seed: number, length: number): Buffer {
+  const b = Buffer.alloc(length);
+  let x = seed || 1;
+  for (let i = 0; i < length; i += 4) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    b.writeInt32LE(x | 0, i);
   }
   return b;
 }
 
+async function writeData(client: NbdClient, bytes: number, seed: number): Promise<void> {
+  const chunk = 1 << 20;
+  for (let done = 0; done < bytes; done += chunk) {
+    const at = ((seed * 37 + done / chunk) * chunk * 7) % DISK_BYTES;
+    await client.write(at - (at % chunk), pattern(seed * 1000 + done / chunk, chunk));
+  }
+  await client.flush();
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Until no secondary has anything left to fetch or replay, with a bar of the rest. */
+async function caughtUp(cluster: DemoCluster): Promise<void> {
+  let first = -1;
+  const started = Date.now();
+  let bar: ProgressBar | null = null;
+  for (;;) {
+    const hosts = (await cluster.view('alpha')).resources[0]!.hosts.filter((h) => h.host !== 'alpha');
+    const rest = hosts.reduce((sum, h) => sum + h.replayRest + h.fetchRest, 0);
+    const done = hosts.length === 2 && rest === 0 && hosts.every((h) => h.diskState === 'UpToDate');
+    if (first < 0) {
+      first = Math.max(rest, 1);
+      bar = new ProgressBar('catch-up', first);
+    }
+    bar!.update(first - Math.min(first, rest));
+    if (done) break;
+    if (Date.now() - started > 120_000) throw new Error(`secondaries did not catch up: ${JSON.stringify(hosts)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  bar?.done();
+}
+
 async function main(): Promise<number> {
   const started = performance.now();
-  writeFileSync(path.join(dir, 'disk.img'), '');
-  await marsadm('create-cluster');
-  let daemon = await startDaemon();
+  const cluster = new DemoCluster(mkdtempSync(path.join(os.tmpdir(), 'phobos-demo-')));
   try {
-    await marsadm('create-resource', 'demo', path.join(dir, 'disk.img'), '256M');
+    for (const h of HOSTS) writeFileSync(cluster.disk(h), '');
+    await cluster.marsadm('alpha', 'create-cluster');
+    await cluster.marsadm('beta', 'join-cluster', 'alpha');
+    await cluster.marsadm('gamma', 'join-cluster', 'alpha');
+    say('starting a daemon on each host (they connect to each other over the pipe transport)');
+    await Promise.all(HOSTS.map((h) => cluster.startDaemon(h)));
+    await cluster.marsadm('alpha', 'create-resource', RES, cluster.disk('alpha'), '256M');
+    const client = await NbdClient.connect(cluster.socket('alpha'), RES);
+    say('writing 64 MiB through alpha\'s export ...');
+    await writeData(client, 64 << 20, 1);
+    await cluster.marsadm('beta', 'wait-cluster');
+    await cluster.marsadm('gamma', 'wait-cluster');
+    for (const h of ['beta', 'gamma'] as const) await cluster.join(h);
 
-    // Workload until the kill: 16 writers, 3/4 sequential 1 MiB, 1/4 random 4 KiB, 1/16 FUA.
-    say('writing through the NBD export; the daemon gets kill -9 after 2 s ...');
-    const client = await NbdClient.connect(socket, 'demo');
-    const acked = new Int32Array(BLOCKS).fill(-1);   // id of the last acknowledged write per block
-    const inflight = new Map<number, { id: number; first: number; count: number }>();
-    let id = 0, seq = 0, ackedBytes = 0, killed = false;
-    const bar = new ProgressBar('write', 2000);
-    const t0 = performance.now();
-    const killer = setTimeout(() => { killed = true; void stop(daemon, 'SIGKILL'); }, 2000);
-    const busy = new Set<number>();
-    await Promise.all(Array.from({ length: 16 }, async () => {
-      while (!killed) {
-        const myId = ++id;
-        const random = myId % 4 === 0;
-        const count = random ? 1 : 256;
-        const first = random ? Math.floor(Math.random() * BLOCKS) : seq;
-        if (!random) seq = (seq + 256) % BLOCKS;
-        if (busy.has(first)) continue;
-        busy.add(first);
-        inflight.set(myId, { id: myId, first, count });
-        try {
-          await client.write(first * BLOCK, blockData(myId, first, count), myId % 16 === 0);
-        } catch {
-          return;   // the daemon is gone: this write stays unacknowledged
-        }
-        busy.delete(first);
-        inflight.delete(myId);
-        for (let i = 0; i < count; i++) acked[first + i] = myId;
-        ackedBytes += count * BLOCK;
-        bar.update(performance.now() - t0);
-      }
-    }));
-    clearTimeout(killer);
-    bar.done();
-    await client.disconnect().catch(() => undefined);
-    const ackedWrites = id - inflight.size;
-    say(`daemon killed with SIGKILL: ${ackedWrites} writes (${formatBytes(ackedBytes)}) acknowledged, ${inflight.size} in flight`);
+    say('writing 96 MiB more while beta and gamma replay; gamma\'s daemon gets SIGKILL half way ...');
+    const writes = writeData(client, 96 << 20, 2);
+    await new Promise((r) => setTimeout(r, 400));
+    await cluster.stopDaemon('gamma', 'SIGKILL');
+    say('gamma$ kill -9 <daemon>   (restarted a second later; it resumes where it stopped)');
+    await new Promise((r) => setTimeout(r, 1000));
+    await cluster.startDaemon('gamma');
+    await writes;
+    await client.disconnect();
+    await caughtUp(cluster);
+    await cluster.marsadm('alpha', 'view', RES);
 
-    daemon = await startDaemon();
-    const t1 = performance.now();
-    const again = await connectWhenServed();
-    const recoverMs = performance.now() - t1;
-    const image = Buffer.alloc(DISK_BYTES);
-    for (let at = 0; at < DISK_BYTES; at += 16 << 20) (await again.read(at, 16 << 20)).copy(image, at);
-    await again.disconnect();
-    let checked = 0, bad = 0;
-    const maybe = new Map<number, number>();
-    for (const w of inflight.values()) for (let i = 0; i < w.count; i++) maybe.set(w.first + i, w.id);
-    for (let b = 0; b < BLOCKS; b++) {
-      if (acked[b]! < 0) continue;
-      const got = image.readUInt32LE(b * BLOCK);
-      if ((got !== acked[b] && got !== maybe.get(b)) || image.readUInt32LE(b * BLOCK + 4) !== b) bad++;
-      checked++;
-    }
-    say(`restarted: recovered and serving again after ${recoverMs.toFixed(0)} ms; ${checked} acknowledged blocks checked, ${bad} wrong`);
-
-    const view = await marsadm('view');
-    for (const log of readdirSync(path.join(dir, 'mars', 'resource-demo')).filter((f) => f.startsWith('log-'))) {
-      await marsadm('log-check', path.join(dir, 'mars', 'resource-demo', log));
-    }
-    const figures = {
-      ackedWrites, ackedBytes, inflightAtKill: inflight.size, blocksChecked: checked, blocksWrong: bad,
-      recoverMs: Math.round(recoverMs), writeMBps: Number((ackedBytes / 1e6 / 2).toFixed(1)),
-      seconds: Number(((performance.now() - started) / 1000).toFixed(1)), viewLines: view.trim().split('\n').length,
-    };
-    if (json) console.log(JSON.stringify(figures));
-    say(bad === 0 ? 'every acknowledged write survived the kill' : `${bad} acknowledged blocks were LOST`);
-    return bad === 0 ? 0 : 1;
+    say('stopping the daemons; comparing the three disks');
+    for (const h of HOSTS) await cluster.stopDaemon(h);
+    const sums = await Promise.all(HOSTS.map((h) => sha256(cluster.disk(h))));
+    HOSTS.forEach((h, i) => say(`  ${sums[i]}  ${h}/disk.img`));
+    const identical = sums.every((s) => s === sums[0]);
+    const seconds = (performance.now() - started) / 1000;
+    if (json) console.log(JSON.stringify({ hosts: HOSTS.length, diskBytes: DISK_BYTES, identical, sha256: sums[0], seconds: Number(seconds.toFixed(1)) }));
+    say(identical ? `the three disks are byte-identical (${formatBytes(DISK_BYTES)} each, ${seconds.toFixed(1)} s)` : 'the disks DIFFER');
+    return identical ? 0 : 1;
   } finally {
-    await stop(daemon, 'SIGTERM');
+    for (const h of HOSTS) await cluster.stopDaemon(h, 'SIGKILL');
+    if (keep) console.log(`kept ${cluster.dir}`);
+    else rmSync(cluster.dir, { recursive: true, force: true });
   }
 }
 
-main().then((code) => {
-  process.exitCode = code;
-}, (error: unknown) => {
-  console.error(`demo failed: ${(error as Error).message}`);
-  process.exitCode = 1;
-}).finally(() => {
-  if (keep) console.log(`kept ${dir}`);
-  else rmSync(dir, { recursive: true, force: true });
-});
+if (process.argv.includes('--crash')) {
+  await runCrashDemo();
+} else {
+  await main().then((code) => {
+    process.exitCode = code;
+  }, (error: unknown) => {
+    console.error(`demo failed: ${(error as Error).message}`);
+    process.exitCode = 1;
+  });
+}

@@ -4,9 +4,10 @@
  * with a progress bar on a terminal (--json: one progress object per line).
  * marsadm leave-resource RES: stop being a member (secondary only); the disk keeps its data.
  */
-import { readdir, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat, truncate } from 'node:fs/promises';
 import path from 'node:path';
 
+import { native } from '../../dataplane/native.js';
 import { parseLogName, parseReplayValue, replayValue } from '../../replication/log_names.js';
 import {
   actualKey, checkName, dataKey, deviceKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, versionKey,
@@ -28,7 +29,7 @@ export async function joinResource(ctx: CommandContext): Promise<number> {
   const current = await tree.getValue(dataKey(res, host));
   if (current !== undefined) {
     if (current !== disk) throw new CommandError(`${host} is already a member of ${res} with disk ${current}; leave-resource first to change disks`);
-    ctx.out.write(`${host} is already a member of ${res} with ${disk}\n`);
+    if (!ctx.options['json']) ctx.out.write(`${host} is already a member of ${res} with ${disk}\n`);
     return await awaitSync(ctx, tree, res, size);
   }
   const primary = await tree.getValue(primaryKey(res));
@@ -36,7 +37,8 @@ export async function joinResource(ctx: CommandContext): Promise<number> {
   if (primary === host) throw new CommandError(`${host} is the primary of ${res} already`);
   const st = await stat(disk).catch(() => null);
   if (!st || !(st.isFile() || st.isBlockDevice())) throw new CommandError(`disk ${disk} does not exist; give a block device, or create a file (truncate -s ${size} ${disk})`);
-  const diskSize = st.isFile() ? st.size : size;
+  // A regular file is test mode: grown (sparse) to the size, as create-resource does.
+  const diskSize = st.isFile() ? Math.max(st.size, size) : native.deviceSize(disk);
   if (diskSize < size) throw new CommandError(`disk ${disk} has ${diskSize} bytes, the resource ${size}; use a disk at least that large`);
   const start = parseReplayValue(await tree.getValue(replayKey(res, primary)));
   if (!start) throw new CommandError(`the primary ${primary} has not published its log position yet; retry in a few seconds`);
@@ -55,8 +57,10 @@ export async function joinResource(ctx: CommandContext): Promise<number> {
   await tree.set(actualKey(res, host, 'sync-target'), '(none)');
   await tree.set(deviceKey(res, host), res);
   for (const sw of ['connect', 'sync', 'allow-replay', 'attach'] as const) await tree.set(todoKey(res, host, sw), '1');
+  if (st.isFile() && st.size < size) await truncate(disk, size);
   await tree.set(dataKey(res, host), disk);
-  ctx.out.write(`joined ${res} with ${disk}: fast full sync from ${primary}\n`);
+  if (ctx.options['json']) ctx.out.write(`${JSON.stringify({ resource: res, host, joined: disk, syncFrom: primary })}\n`);
+  else ctx.out.write(`joined ${res} with ${disk}: fast full sync from ${primary}\n`);
   return await awaitSync(ctx, tree, res, size);
 }
 
