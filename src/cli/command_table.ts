@@ -95,6 +95,17 @@ export const COMMANDS: readonly CommandSpec[] = [
     async () => (await import('./commands/secondary.js')).run),
   verb('log-rotate', RES, 'start the next transaction log on the primary', 'logs', 1, 1,
     async () => (await import('./commands/log_rotate.js')).run),
+  verb('cron', '', 'housekeeping: rotate the primary\'s big or old logs, delete logs every member has replayed', 'logs', 0, 0,
+    async () => (await import('./commands/cron.js')).cron, {
+      details: 'Run it every few minutes (a systemd timer). Deletion is cluster-wide and all-or-nothing:\n' +
+        'a log goes only when every member has replayed past it.',
+      options: [
+        { name: 'rotate-bytes', kind: 'integer', value: 'BYTES', help: 'rotate a log larger than this (default 1 GiB)' },
+        { name: 'rotate-age', kind: 'integer', value: 'SECONDS', help: 'rotate a log older than this (default 86400)' },
+      ],
+    }),
+  verb('log-delete-all', RES, 'delete, on every member, the logs of RES every member has replayed', 'logs', 1, 1,
+    async () => (await import('./commands/cron.js')).logDeleteAll),
   verb('view', '[RES]', 'show resources and each host\'s role, state, device and log', 'views', 0, 1,
     async () => (await import('./commands/view.js')).run),
   ...macros,

@@ -172,6 +172,7 @@ export class Daemon {
       sizeBytes: Number(value(sizeKey(res)) ?? 0),
       newestOwnLog: own.length ? path.join(dir, own[own.length - 1]!) : null,
       maxSeq: logs.reduce((max, f) => Math.max(max, seqOf(f)), 0),
+      deleteBelow: Number(value(`resource-${res}/userspace/log-delete-below`) ?? 0),
       checkpoint: m ? { logPath: path.join(dir, m[1]!), position: Number(m[2]) } : null,
     };
   }

@@ -7,10 +7,8 @@
  * negative replay-code with the reason, and is retried only when the tree's inputs change
  * or after a minute, so a broken resource does not spin.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-
-import { stat } from 'node:fs/promises';
 
 import { UserEngine, type Checkpoint } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
@@ -34,6 +32,7 @@ export class ResourceController {
   private phase: ResourcePhase = { kind: 'detached' };
   private serving: Serving | null = null;
   private replica: Replica | null = null;
+  private deletedBelow = 0;
   private publishTimer: NodeJS.Timeout | null = null;
   private failedInputs: string | null = null;
   private failedAt = 0;
@@ -68,7 +67,22 @@ export class ResourceController {
       await this.stopReplica();
       await this.startServing(want);
     }
+    await this.deleteLogsBelow(want.deleteBelow);
     await this.publish();
+  }
+
+  /** marsadm cron decided these logs are replayed by every member: drop our copies. */
+  private async deleteLogsBelow(below: number): Promise<void> {
+    if (below <= this.deletedBelow) return;
+    const dir = path.join(this.tree.root, `resource-${this.resource}`);
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      const seq = seqOf(f);
+      if (seq >= 0 && seq < below && path.join(dir, f) !== this.serving?.engine.logPath) {
+        await rm(path.join(dir, f), { force: true });
+        this.log(`resource ${this.resource}: deleted ${f} (replayed by every member)`);
+      }
+    }
+    this.deletedBelow = below;
   }
 
   /** Replicate from peers while secondary (a host running alone has no peers). */

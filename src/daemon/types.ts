@@ -39,6 +39,8 @@ export interface Desired {
   readonly newestOwnLog: string | null;
   /** Highest log sequence number in the resource (any origin), 0 if none. */
   readonly maxSeq: number;
+  /** `userspace/log-delete-below`: logs numbered below it are deleted everywhere (0 = none). */
+  readonly deleteBelow: number;
   /** The `replay-<host>` checkpoint, if any. */
   readonly checkpoint: { readonly logPath: string; readonly position: number } | null;
 }
