@@ -1,0 +1,170 @@
+/**
+ * The peer protocol on an in-memory transport: frames, HELLO checks, path confinement,
+ * malformed and oversized frames, and that peer-serve answers reads without writing.
+ */
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+
+import { expect } from 'chai';
+
+import { FrameDecoder, encodeFrame, MAX_FRAME_BYTES, MessageType, ProtocolError } from '../../../src/peer/frames.js';
+import { PeerConnection, PeerServer, PROTOCOL_VERSION, RemoteError, type PeerTransport } from '../../../src/peer/index.js';
+import { ipKey, MarsTree, UUID_KEY } from '../../../src/tree/index.js';
+import { tempDir, type TempDir } from '../../support/tmp.js';
+
+/** Two transports joined back to back. */
+function pair(): [PeerTransport, PeerTransport] {
+  const aToB = new PassThrough(), bToA = new PassThrough();
+  let closeAll = (): void => undefined;
+  const closed = new Promise<void>((r) => (closeAll = r));
+  const end = (): void => {
+    aToB.destroy();
+    bToA.destroy();
+    closeAll();
+  };
+  return [
+    { input: bToA, output: aToB, description: 'mem:a', closed, close: end },
+    { input: aToB, output: bToA, description: 'mem:b', closed, close: end },
+  ];
+}
+
+describe('peer protocol', () => {
+  describe('frames', () => {
+    it('round-trips frames cut at every byte boundary', () => {
+      const bytes = Buffer.concat([
+        ...encodeFrame(MessageType.LOG_READ, 7, { res: 'r', offset: 12 }),
+        ...encodeFrame(MessageType.LOG_DATA, 7, { size: 3 }, Buffer.from('abc')),
+      ]);
+      for (let cut = 1; cut < bytes.length; cut++) {
+        const d = new FrameDecoder();
+        const frames = [...d.push(bytes.subarray(0, cut)), ...d.push(bytes.subarray(cut))];
+        expect(frames.map((f) => f.type)).to.deep.equal([MessageType.LOG_READ, MessageType.LOG_DATA]);
+        expect(frames[1]!.payload.toString()).to.equal('abc');
+        expect(frames[0]!.json).to.deep.equal({ res: 'r', offset: 12 });
+      }
+    });
+
+    it('refuses oversized, unknown, non-object and reserved-bit frames', () => {
+      const big = Buffer.alloc(4);
+      big.writeUInt32LE(MAX_FRAME_BYTES + 1);
+      expect(() => new FrameDecoder().push(big)).to.throw(ProtocolError, /frame length/);
+      const unknown = Buffer.concat(encodeFrame(MessageType.PING, 1, {}));
+      unknown.writeUInt8(99, 4);
+      expect(() => new FrameDecoder().push(unknown)).to.throw(ProtocolError, /unknown message type 99/);
+      const arr = Buffer.concat(encodeFrame(MessageType.PING, 1, {}));
+      const json = Buffer.from('[1]');
+      const notObject = Buffer.concat([arr.subarray(0, 12), Buffer.alloc(4), json]);
+      notObject.writeUInt32LE(12 + json.length, 0);
+      notObject.writeUInt32LE(json.length, 12);
+      expect(() => new FrameDecoder().push(notObject)).to.throw(ProtocolError, /not an object/);
+      const reserved = Buffer.concat(encodeFrame(MessageType.PING, 1, {}));
+      reserved.writeUInt16LE(1, 6);
+      expect(() => new FrameDecoder().push(reserved)).to.throw(ProtocolError, /reserved/);
+    });
+  });
+
+  describe('peer-serve', () => {
+    let tmp: TempDir;
+    let tree: MarsTree;
+    let uuid: string;
+    const logs: string[] = [];
+
+    before(async () => {
+      tmp = tempDir('phobos-peer-');
+      tree = await MarsTree.open({ root: tmp.file('mars'), host: 'beta', create: true, requireCluster: false });
+      uuid = '01234567-89ab-cdef-0123-456789abcdef';
+      await tree.set(UUID_KEY, uuid);
+      await tree.set(ipKey('beta'), '-');
+      await tree.set(ipKey('alpha'), '-');
+      await tree.set('resource-r1/size', '1048576');
+      writeFileSync(path.join(tmp.file('mars'), 'resource-r1', 'log-000000001-beta'), Buffer.alloc(1000, 7));
+      writeFileSync(tmp.file('secret'), 'do not read');
+    });
+    after(() => tmp.remove());
+
+    async function connect(): Promise<{ client: PeerConnection; served: Promise<void> }> {
+      const [a, b] = pair();
+      const server = new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) });
+      const served = server.serve(b);
+      const client = new PeerConnection(a, { peer: 'beta', log: (l) => logs.push(l) });
+      return { client, served };
+    }
+
+    async function hello(client: PeerConnection, fields: Record<string, unknown> = {}): Promise<void> {
+      await client.call(MessageType.HELLO, { proto: PROTOCOL_VERSION, cluster: uuid, host: 'alpha', features: [], ...fields });
+    }
+
+    it('answers HELLO from a member and serves log bytes', async () => {
+      const { client, served } = await connect();
+      await hello(client);
+      const list = await client.call(MessageType.LOG_LIST, { res: 'r1' });
+      expect(list.json['logs']).to.deep.equal([['log-000000001-beta', 1000]]);
+      const data = await client.call(MessageType.LOG_READ, { res: 'r1', name: 'log-000000001-beta', offset: 990, length: 100 });
+      expect(data.payload.length).to.equal(10);
+      expect(data.json['size']).to.equal(1000);
+      client.close();
+      await served;
+    });
+
+    for (const [what, fields, message] of [
+      ['another cluster', { cluster: '11111111-2222-3333-4444-555555555555' }, /belongs to cluster 1111/],
+      ['a host that is not a member', { host: 'mallory' }, /'mallory' is not a member/],
+      ['another protocol version', { proto: 99 }, /speaks protocol 99/],
+    ] as const) {
+      it(`refuses ${what}, logs it with the peer's name, and closes`, async () => {
+        const { client, served } = await connect();
+        const error = await hello(client, fields).then(() => null, (e: Error) => e);
+        expect(error).to.be.instanceOf(RemoteError);
+        expect(error!.message).to.match(message);
+        await served;
+        expect(logs.some((l) => message.test(l))).to.equal(true);
+      });
+    }
+
+    it('refuses requests before HELLO', async () => {
+      const { client } = await connect();
+      const error = await client.call(MessageType.LOG_LIST, { res: 'r1' }).then(() => null, (e: Error) => e);
+      expect(error?.message).to.match(/HELLO first/);
+      client.close();
+    });
+
+    for (const [what, request] of [
+      ['a resource name with a path', { res: '../secret' }],
+      ['a log name outside the pattern', { res: 'r1', name: '../../secret' }],
+      ['an absolute path as a log name', { res: 'r1', name: '/etc/passwd' }],
+    ] as const) {
+      it(`refuses ${what} and closes the connection, reading nothing`, async () => {
+        const { client, served } = await connect();
+        await hello(client);
+        const error = await client.call(MessageType.LOG_READ, { offset: 0, length: 10, ...request }).then(() => null, (e: RemoteError) => e);
+        expect(error).to.be.instanceOf(RemoteError);
+        expect((error as RemoteError).code).to.equal('EPHOBOS_PATH');
+        await served;
+      });
+    }
+
+    it('closes the connection on a malformed frame', async () => {
+      const [a, b] = pair();
+      const server = new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) });
+      const served = server.serve(b);
+      a.output.write(Buffer.from([0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0]));
+      await served;
+      expect(logs.some((l) => /protocol error: frame length/.test(l))).to.equal(true);
+    });
+
+    it('writes nothing into its tree, whatever it is asked', async () => {
+      const before = readdirSync(tmp.file('mars'), { recursive: true }).map(String).sort();
+      const stamp = statSync(tmp.file('mars/.lamport')).mtimeMs;
+      const { client, served } = await connect();
+      await hello(client);
+      await client.request(MessageType.TREE_SUBSCRIBE, { since: 0 });
+      await client.call(MessageType.LOG_LIST, { res: 'r1' });
+      await client.call(MessageType.LOG_READ, { res: 'r1', name: 'log-000000001-beta', offset: 0, length: 10 });
+      client.close();
+      await served;
+      expect(readdirSync(tmp.file('mars'), { recursive: true }).map(String).sort()).to.deep.equal(before);
+      expect(statSync(tmp.file('mars/.lamport')).mtimeMs).to.equal(stamp);
+    });
+  });
+});
