@@ -48,7 +48,7 @@ export class Daemon {
     daemon.releaseLock = release;
     await daemon.clearServingIndicators();
     await daemon.markAlive();
-    daemon.watcher = await TreeWatcher.start({ root: tree.root, onChange: () => daemon.schedule() });
+    daemon.watcher = await TreeWatcher.start({ root: tree.root, onChange: (c) => { if (daemon.matters(c.key)) daemon.schedule(); } });
     if (opts.transport) {
       daemon.peers = new PeerManager({ tree, factory: opts.transport, log: daemon.log });
     }
@@ -77,6 +77,15 @@ export class Daemon {
           this.schedule();
         }
       });
+  }
+
+  /**
+   * Liveness stamps of every host and our own indicators change all the time and ask
+   * nothing of us; a pass for each would cost every daemon CPU for every peer's heartbeat.
+   */
+  private matters(key: string): boolean {
+    if (/^actual-[^/]+\/(time|alive)$/.test(key)) return false;
+    return !key.startsWith('resource-') || !key.includes(`/actual-${this.tree.host}/`);
   }
 
   /** Wait for the reconcile pass in progress, if any (tests use it). */
