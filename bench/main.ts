@@ -9,6 +9,9 @@ import { runCompress } from './compress.js';
 import { runCrc32c } from './crc32c.js';
 import { runLogAppendAndReplay } from './log_io.js';
 import { runNbdWrite } from './nbd_write.js';
+import { runPropagate } from './propagate.js';
+import { runShip } from './ship.js';
+import { runSync } from './sync.js';
 
 const BENCHES: Record<string, () => Promise<void>> = {
   crc32c: runCrc32c,
@@ -17,6 +20,9 @@ const BENCHES: Record<string, () => Promise<void>> = {
   compress: runCompress,
   'nbd-write': runNbdWrite,
   'cli-latency': runCliLatency,
+  ship: runShip,
+  sync: runSync,
+  propagate: runPropagate,
 };
 
 async function main(): Promise<void> {
