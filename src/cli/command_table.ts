@@ -47,8 +47,10 @@ const macros: CommandSpec[] = Object.keys(MACRO_HELP).map((name) =>
 
 
 export const COMMANDS: readonly CommandSpec[] = [
-  verb('create-cluster', '', 'start a new cluster with this host as its first member', 'cluster', 0, 0,
-    async () => (await import('./commands/create_cluster.js')).run),
+  verb('create-cluster', '[ADDRESS]', 'start a new cluster with this host as its first member', 'cluster', 0, 1,
+    async () => (await import('./commands/create_cluster.js')).run, {
+      details: 'ADDRESS is where peers reach this host over SSH (ips/ip-<host>; default: the host name).',
+    }),
   verb('daemon', '', 'run the Phobos daemon in the foreground (for systemd and tests)', 'cluster', 0, 0,
     async () => (await import('./commands/daemon.js')).run, {
       details: 'Acts on the todo-<host>/* switches and shared keys of the tree and publishes actual-<host>/*.\n' +
@@ -70,7 +72,10 @@ export const COMMANDS: readonly CommandSpec[] = [
       options: [...TRANSPORT_OPTIONS, ...SSH_SETUP_OPTIONS],
     }),
   verb('admit-member', 'HOST ADDRESS [HOSTKEY]', 'the far half of join-cluster: record HOST, print the cluster bundle', 'expert', 2, 4,
-    async () => (await import('./commands/join_cluster.js')).admitMember, { options: [...TRANSPORT_OPTIONS, ...SSH_SETUP_OPTIONS] }),
+    async () => (await import('./commands/join_cluster.js')).admitMember, {
+      options: [...TRANSPORT_OPTIONS, ...SSH_SETUP_OPTIONS,
+        { name: 'member-ssh-port', kind: 'string', value: 'PORT', help: 'the joining host\'s sshd port (defaults-<host>/ssh-port)' }],
+    }),
   verb('leave-cluster', '', 'stop being a member (leave every resource first)', 'cluster', 0, 0,
     async () => (await import('./commands/join_cluster.js')).leaveCluster),
   verb('wait-cluster', '', 'wait until every peer has answered (its daemon published a newer time)', 'cluster', 0, 0,

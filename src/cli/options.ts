@@ -64,7 +64,8 @@ export function parseCommandLine(argv: readonly string[],
     }
     const long = word.startsWith('--');
     const [rawName, inline] = long ? splitOnce(word.slice(2), '=') : [word.slice(1), undefined];
-    const spec = all().find((s) => (long ? s.name === rawName : s.short === rawName));
+    const matches = (s: OptionSpec): boolean => (long ? s.name === rawName : s.short === rawName);
+    const spec = all().find(matches) ?? (command === undefined ? laterCommandOption(argv.slice(i + 1), specsFor, matches) : undefined);
     if (!spec) {
       const where = command ? `marsadm ${command}` : 'marsadm';
       throw new UsageError(`${where}: unknown option ${word}; see \`${where} --help\``);
@@ -79,6 +80,20 @@ export function parseCommandLine(argv: readonly string[],
     options[spec.name] = spec.kind === 'integer' ? parseInteger(spec.name, value) : value;
   }
   return { command, args: positionals, options };
+}
+
+/**
+ * A command's own option given before the command word (`marsadm --ssh-dir D daemon`):
+ * found by asking each later word, as a command, whether it has the option.
+ */
+function laterCommandOption(rest: readonly string[], specsFor: (command: string | undefined) => readonly OptionSpec[],
+  matches: (s: OptionSpec) => boolean): OptionSpec | undefined {
+  for (const word of rest) {
+    if (word.startsWith('-')) continue;
+    const spec = specsFor(word).find(matches);
+    if (spec) return spec;
+  }
+  return undefined;
 }
 
 function splitOnce(s: string, sep: string): [string, string | undefined] {

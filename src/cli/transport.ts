@@ -23,8 +23,8 @@ export function sshDir(ctx: CommandContext): string {
   return option(ctx, 'ssh-dir', 'PHOBOS_SSH_DIR') ?? DEFAULT_SSH_DIR;
 }
 
-/** The transport the options ask for; null when there is none (no cluster key yet). */
-export function transportFromOptions(ctx: CommandContext, tree: MarsTree, log: (line: string) => void): TransportFactory | null {
+/** The transport the options ask for. */
+export function transportFromOptions(ctx: CommandContext, tree: MarsTree, log: (line: string) => void): TransportFactory {
   const pipeRoot = option(ctx, 'pipe-root', 'PHOBOS_PIPE_ROOT');
   if (pipeRoot) {
     const runDir = option(ctx, 'pipe-run-dir', 'PHOBOS_PIPE_RUN_DIR') ?? '/run/phobos';
@@ -37,10 +37,14 @@ export function transportFromOptions(ctx: CommandContext, tree: MarsTree, log: (
   const dir = sshDir(ctx);
   const keyPath = path.join(dir, 'cluster_ed25519');
   if (!existsSync(keyPath)) {
-    log(`no cluster key at ${keyPath}: running without peers (join a cluster with marsadm join-cluster, or pass --ssh-dir)`);
-    return null;
+    // Normal on a new cluster's first host: admit-member creates the key when the first
+    // peer joins, and each connection attempt looks again.
+    log(`no cluster key at ${keyPath} yet: peers are reached once a host joins (marsadm join-cluster), or pass --ssh-dir`);
   }
   return async (peer) => {
+    if (!existsSync(keyPath)) {
+      throw new Error(`no cluster key at ${keyPath}; join the cluster (marsadm join-cluster) or pass the daemon --ssh-dir`);
+    }
     const { sshTransportFactory } = await import('../peer/ssh/ssh_transport.js');
     const { parsePublicKeyLine } = await import('../peer/ssh/keys.js');
     const line = await tree.getValue(hostKeyKey(peer.host));

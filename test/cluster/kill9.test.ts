@@ -33,8 +33,14 @@ describe('cluster tier: SIGKILL of the daemon during a write workload', function
       return (seed >>> 0) / 2 ** 32;
     };
     for (let round = 0; round < ROUNDS; round++) {
-      await eventually('device served', async () => (await host.ok('view-is-primary', 'r1')) === '1\n', 20000);
-      const client = await NbdClient.connect(host.socket('r1'), 'r1');
+      // The restarted daemon serves the device once recovery is done; until then the
+      // socket refuses (and is-primary may still show the killed daemon's value).
+      let connected: NbdClient | null = null;
+      await eventually('device served', async () => {
+        connected = await NbdClient.connect(host.socket('r1'), 'r1').catch(() => null);
+        return connected !== null;
+      }, 20000);
+      const client: NbdClient = connected!;
       // Check what survived the previous kill, then run a workload and kill mid-way.
       const disk = await client.read(0, BLOCK * BLOCKS);
       for (const [block, want] of acked) {

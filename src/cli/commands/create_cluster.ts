@@ -1,4 +1,7 @@
-/** marsadm create-cluster: make this host the first member of a new cluster. */
+/**
+ * marsadm create-cluster [ADDRESS]: make this host the first member of a new cluster.
+ * ADDRESS is where peers reach it over SSH; the host name by default, as join-cluster.
+ */
 import { randomUUID } from 'node:crypto';
 
 import { ipKey, UUID_KEY } from '../../tree/index.js';
@@ -21,7 +24,8 @@ export async function run(ctx: CommandContext): Promise<number> {
     ctx.out.write(`would create cluster in ${tree.root} with member ${tree.host}\n`);
     return 0;
   }
-  await tree.set(ipKey(tree.host), '-');
+  const [address] = ctx.args as [string | undefined];
+  await tree.set(ipKey(tree.host), address ?? tree.host);
   await tree.set(UUID_KEY, randomUUID());
   ctx.out.write(`created cluster ${await tree.getValue(UUID_KEY)} in ${tree.root}, member ${tree.host}\n`);
   return 0;

@@ -12,7 +12,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     host: tree.host,
     runDir: (ctx.options['run-dir'] as string | undefined) ?? process.env['PHOBOS_RUN_DIR'] ?? '/run/phobos',
     log,
-    transport: transportFromOptions(ctx, tree, log) ?? undefined,
+    transport: transportFromOptions(ctx, tree, log),
   });
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

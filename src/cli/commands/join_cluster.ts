@@ -37,6 +37,8 @@ export async function admitMember(ctx: CommandContext): Promise<number> {
   // Written here on the joiner's behalf: the joiner cannot reach our tree before it is a member.
   await tree.set(ipKey(host!), address!);
   if (keyWords.length) await tree.set(hostKeyKey(host!), keyWords.join(' '));
+  const memberPort = ctx.options['member-ssh-port'] as string | undefined;
+  if (memberPort) await tree.set(sshPortKey(host!), memberPort);
   let clusterKey: ClusterBundle['clusterKey'] = null;
   if (!option(ctx, 'pipe-root', 'PHOBOS_PIPE_ROOT')) {
     // The first join of a cluster sets up SSH here: the cluster key, and this host's
@@ -121,7 +123,11 @@ async function ownHostKey(ctx: CommandContext): Promise<string | null> {
 /** Run admit-member on the peer: through its root (pipe) or the operator's ssh. */
 async function fetchBundle(ctx: CommandContext, peer: string, self: string, address: string, hostKey: string | null): Promise<ClusterBundle> {
   const pipeRoot = option(ctx, 'pipe-root', 'PHOBOS_PIPE_ROOT');
-  const admit = ['admit-member', self, address, ...(hostKey ? hostKey.split(' ') : [])];
+  // Port and host key travel with the request: the peer must reach us before it can
+  // read them from our tree.
+  const port = option(ctx, 'ssh-port', 'PHOBOS_SSH_PORT');
+  const admit = ['admit-member', self, address, ...(hostKey ? hostKey.split(' ') : []),
+    ...(port && !pipeRoot ? ['--member-ssh-port', port] : [])];
   let command: string;
   let args: string[];
   if (pipeRoot) {
@@ -151,7 +157,7 @@ async function authorize(ctx: CommandContext, tree: MarsTree, publicKeyLine: str
   const keys = await import('../../peer/ssh/keys.js');
   const file = option(ctx, 'authorized-keys', 'PHOBOS_AUTHORIZED_KEYS') ?? '/root/.ssh/authorized_keys';
   const runDir = option(ctx, 'run-dir', 'PHOBOS_RUN_DIR');
-  const forced = `${option(ctx, 'marsadm', 'PHOBOS_MARSADM') ?? 'marsadm'} --root ${tree.root} --host ${tree.host} peer-serve` +
+  const forced = `${option(ctx, 'marsadm', 'PHOBOS_MARSADM') ?? thisMarsadm()} --root ${tree.root} --host ${tree.host} peer-serve` +
     (runDir ? ` --run-dir ${runDir}` : '');
   const comment = `phobos-${await tree.getValue(UUID_KEY)}`;
   await keys.installAuthorizedKey(file, keys.authorizedKeysLine(publicKeyLine, forced, comment), comment);
@@ -162,7 +168,19 @@ async function publishSshEndpoint(ctx: CommandContext, tree: MarsTree): Promise<
   const hostKey = await ownHostKey(ctx);
   if (hostKey && (await tree.getValue(hostKeyKey(tree.host))) !== hostKey) await tree.set(hostKeyKey(tree.host), hostKey);
   const port = option(ctx, 'ssh-port', 'PHOBOS_SSH_PORT');
-  if (port && (await tree.getValue(`defaults-${tree.host}/ssh-port`)) !== port) await tree.set(`defaults-${tree.host}/ssh-port`, port);
+  if (port && (await tree.getValue(sshPortKey(tree.host))) !== port) await tree.set(sshPortKey(tree.host), port);
+}
+
+/**
+ * The absolute command line of this marsadm, for the forced command: sshd runs it with a
+ * minimal PATH, and it must be the same installation that set the key up.
+ */
+function thisMarsadm(): string {
+  return [process.execPath, ...cliArgs()].map(shellQuote).join(' ');
+}
+
+function sshPortKey(host: string): string {
+  return `defaults-${host}/ssh-port`;
 }
 
 function cliArgs(): string[] {
