@@ -8,6 +8,7 @@
  *    from `defaults-<host>/ssh-port` (default 22).
  */
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { pipeTransportFactory, type TransportFactory } from '../peer/index.js';
@@ -53,6 +54,9 @@ export function transportFromOptions(ctx: CommandContext, tree: MarsTree, log: (
       privateKeyPath: keyPath,
       hostKeyFor: () => (line ? parsePublicKeyLine(line).blob : undefined),
       portFor: () => port,
+      // The peer's authorized_keys is the one of the account marsadm runs as (root in
+      // production, whoever runs the demo otherwise).
+      user: os.userInfo().username,
       log,
     })(peer);
   };

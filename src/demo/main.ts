@@ -10,13 +10,17 @@
  *   middle and restarted, and resumes;
  *   marsadm view; the daemons stop; the three disks are compared (sha256).
  *
- * Usage: npm run demo [-- --json] [-- --keep]; `npm run demo -- --crash` runs the one-host
- * crash demo (kill -9 of a primary under load, every acknowledged write checked).
+ * Usage: npm run demo [-- --json] [-- --keep] [-- --ssh]. With --ssh the daemons talk
+ * over SSH instead: each host gets a private OpenSSH sshd on 127.0.0.1 (its own port,
+ * host keys and authorized_keys), and beta and gamma join with `join-cluster` through
+ * alpha's sshd, as an operator would. `npm run demo -- --crash` runs the one-host crash
+ * demo (kill -9 of a primary under load, every acknowledged write checked).
  * Everything lives in a temp dir removed at the end; every process it starts is stopped.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +28,9 @@ import { fileURLToPath } from 'node:url';
 import { formatBytes } from '../cli/format.js';
 import { ProgressBar } from '../cli/progress.js';
 import { NbdClient } from '../nbd/index.js';
+import { generateEd25519KeyPair, installAuthorizedKey } from '../peer/ssh/keys.js';
 import { runCrashDemo } from './crash.js';
+import { preparePrivateSshd, SSHD, waitForListening } from './private_sshd.js';
 
 const MARSADM = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 const HOSTS = ['alpha', 'beta', 'gamma'] as const;
@@ -33,24 +39,83 @@ const RES = 'demo';
 const DISK_BYTES = 256 << 20;
 const json = process.argv.includes('--json');
 const keep = process.argv.includes('--keep');
+const overSsh = process.argv.includes('--ssh');
+const LOOPBACK = '127.0.0.1';
 const say = (line: string): void => { if (!json) console.log(line); };
+
+/** A host's private sshd in --ssh mode. */
+interface HostSshd {
+  readonly port: number;
+  readonly hostKeyPubFile: string;
+  readonly authorizedKeys: string;
+}
 
 class DemoCluster {
   readonly daemons = new Map<Host, ChildProcess>();
+  readonly sshds = new Map<Host, HostSshd>();
+  private readonly sshdProcesses: ChildProcess[] = [];
 
   constructor(readonly dir: string) {
     for (const h of HOSTS) mkdirSync(path.join(dir, h, 'run'), { recursive: true });
   }
 
   env(host: Host): NodeJS.ProcessEnv {
-    return {
+    const own = {
       ...process.env,
       MARS_ROOT: path.join(this.dir, host, 'mars'),
       MARS_HOST: host,
       PHOBOS_RUN_DIR: path.join(this.dir, host, 'run'),
-      PHOBOS_PIPE_ROOT: path.join(this.dir, '{host}', 'mars'),
-      PHOBOS_PIPE_RUN_DIR: path.join(this.dir, '{host}', 'run'),
     };
+    const sshd = this.sshds.get(host);
+    if (!sshd) {
+      return { ...own, PHOBOS_PIPE_ROOT: path.join(this.dir, '{host}', 'mars'), PHOBOS_PIPE_RUN_DIR: path.join(this.dir, '{host}', 'run') };
+    }
+    return {
+      ...own,
+      PHOBOS_SSH_DIR: path.join(this.dir, host, 'ssh'),
+      PHOBOS_SSH_PORT: String(sshd.port),
+      PHOBOS_HOST_KEY: sshd.hostKeyPubFile,
+      PHOBOS_AUTHORIZED_KEYS: sshd.authorizedKeys,
+    };
+  }
+
+  /** --ssh: a private sshd per host on 127.0.0.1; the operator's key may log in to each. */
+  async startSshds(): Promise<string> {
+    const operatorKey = path.join(this.dir, 'operator_ed25519');
+    const operator = generateEd25519KeyPair('phobos-demo-operator');
+    writeFileSync(operatorKey, `${operator.private.trim()}\n`, { mode: 0o600 });
+    for (const h of HOSTS) {
+      const authorizedKeys = path.join(this.dir, h, 'authorized_keys');
+      await installAuthorizedKey(authorizedKeys, operator.public.trim(), 'phobos-demo-operator');
+      const port = await freePort();
+      const files = await preparePrivateSshd({ dir: path.join(this.dir, h, 'sshd'), address: LOOPBACK, port, authorizedKeysFile: authorizedKeys });
+      const child = spawn(SSHD, ['-D', '-f', files.configFile, '-E', files.logFile], { stdio: 'ignore' });
+      this.sshdProcesses.push(child);
+      await waitForListening(child, files.logFile, LOOPBACK, port);
+      this.sshds.set(h, { port, hostKeyPubFile: files.hostKeyPubFile, authorizedKeys });
+      say(`${h}: sshd on ${LOOPBACK}:${port}`);
+    }
+    return operatorKey;
+  }
+
+  /** join-cluster through peer's sshd with the operator's key (pipe mode: through its root). */
+  async joinCluster(host: Host, peer: Host, operatorKey: string | null): Promise<void> {
+    const sshd = this.sshds.get(peer);
+    if (!sshd || !operatorKey) {
+      await this.marsadm(host, 'join-cluster', peer);
+      return;
+    }
+    const penv = this.env(peer);
+    const remote = [process.execPath, MARSADM, '--root', penv['MARS_ROOT']!, '--host', peer, '--ssh-dir', penv['PHOBOS_SSH_DIR']!,
+      '--authorized-keys', sshd.authorizedKeys, '--host-key', sshd.hostKeyPubFile, '--ssh-port', String(sshd.port),
+      '--run-dir', penv['PHOBOS_RUN_DIR']!].join(' ');
+    const sshOpts = `-i ${operatorKey} -p ${sshd.port} -o HostName=${LOOPBACK} -o UserKnownHostsFile=/dev/null ` +
+      '-o StrictHostKeyChecking=no -o BatchMode=yes -o LogLevel=ERROR';
+    await this.marsadm(host, 'join-cluster', peer, LOOPBACK, '--ssh-opts', sshOpts, '--remote-marsadm', remote);
+  }
+
+  stopSshds(): void {
+    for (const child of this.sshdProcesses) if (child.exitCode === null) child.kill('SIGTERM');
   }
 
   disk(host: Host): string {
@@ -63,7 +128,7 @@ class DemoCluster {
 
   /** marsadm as `host`, echoed like a shell session. */
   async marsadm(host: Host, ...args: string[]): Promise<string> {
-    say(`${host}$ marsadm ${args.join(' ')}`);
+    say(`${host}$ marsadm ${args.map((a) => (a.includes(' ') ? `'${a}'` : a)).join(' ')}`);
     const child = spawn(process.execPath, [MARSADM, ...args], { env: this.env(host), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -177,15 +242,30 @@ async function caughtUp(cluster: DemoCluster): Promise<void> {
   bar?.done();
 }
 
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().once('error', reject).listen(0, LOOPBACK, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 async function main(): Promise<number> {
+  if (overSsh && !existsSync(SSHD)) {
+    console.error(`demo --ssh needs OpenSSH's sshd (${SSHD}); install openssh-server (as root: bash scripts/system-tier/install-deps.sh), or run the demo without --ssh`);
+    return 1;
+  }
   const started = performance.now();
   const cluster = new DemoCluster(mkdtempSync(path.join(os.tmpdir(), 'phobos-demo-')));
   try {
     for (const h of HOSTS) writeFileSync(cluster.disk(h), '');
-    await cluster.marsadm('alpha', 'create-cluster');
-    await cluster.marsadm('beta', 'join-cluster', 'alpha');
-    await cluster.marsadm('gamma', 'join-cluster', 'alpha');
-    say('starting a daemon on each host (they connect to each other over the pipe transport)');
+    const operatorKey = overSsh ? await cluster.startSshds() : null;
+    await cluster.marsadm('alpha', 'create-cluster', ...(overSsh ? [LOOPBACK] : []));
+    await cluster.joinCluster('beta', 'alpha', operatorKey);
+    await cluster.joinCluster('gamma', 'alpha', operatorKey);
+    say(`starting a daemon on each host (they connect to each other over ${overSsh ? 'SSH with the cluster key' : 'the pipe transport'})`);
     await Promise.all(HOSTS.map((h) => cluster.startDaemon(h)));
     await cluster.marsadm('alpha', 'create-resource', RES, cluster.disk('alpha'), '256M');
     const client = await NbdClient.connect(cluster.socket('alpha'), RES);
@@ -213,11 +293,12 @@ async function main(): Promise<number> {
     HOSTS.forEach((h, i) => say(`  ${sums[i]}  ${h}/disk.img`));
     const identical = sums.every((s) => s === sums[0]);
     const seconds = (performance.now() - started) / 1000;
-    if (json) console.log(JSON.stringify({ hosts: HOSTS.length, diskBytes: DISK_BYTES, identical, sha256: sums[0], seconds: Number(seconds.toFixed(1)) }));
+    if (json) console.log(JSON.stringify({ hosts: HOSTS.length, transport: overSsh ? 'ssh' : 'pipe', diskBytes: DISK_BYTES, identical, sha256: sums[0], seconds: Number(seconds.toFixed(1)) }));
     say(identical ? `the three disks are byte-identical (${formatBytes(DISK_BYTES)} each, ${seconds.toFixed(1)} s)` : 'the disks DIFFER');
     return identical ? 0 : 1;
   } finally {
     for (const h of HOSTS) await cluster.stopDaemon(h, 'SIGKILL');
+    cluster.stopSshds();
     if (keep) console.log(`kept ${cluster.dir}`);
     else rmSync(cluster.dir, { recursive: true, force: true });
   }

@@ -12,13 +12,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import ssh2 from 'ssh2';
 
-import { generateEd25519KeyPair, parsePublicKeyLine } from '../../src/peer/ssh/keys.js';
+import { preparePrivateSshd, SSHD, waitForListening } from '../../src/demo/private_sshd.js';
 import { missingCommand } from './tiers.js';
 
 export const SYSTEM_TIER_INSTALL = 'run `bash scripts/system-tier/install-deps.sh` as root';
-const SSHD = '/usr/sbin/sshd';
 
 /** null if this machine can run the system tier, else a sentence with the fix. */
 export function systemTierMissing(): string | null {
@@ -275,21 +273,17 @@ class NetnsLab implements Lab {
 
   async startSshd(host: string, opts: SshdOptions): Promise<Sshd> {
     const port = opts.port ?? 2222;
-    const dir = path.join(this.dir, `sshd-${host}`);
-    await mkdir(path.join(dir, 'home'), { recursive: true, mode: 0o700 });
-    const hostKey = await writeHostKey(dir, 'ed25519');
-    const ecdsa = await writeHostKey(dir, 'ecdsa');
-    const config = path.join(dir, 'sshd_config');
-    const logFile = path.join(dir, 'sshd.log');
-    await writeFile(config, sshdConfig({ dir, address: this.address(host), port, authorizedKeysFile: opts.authorizedKeysFile }));
-    // sshd's privilege-separation dir; the openssh-server service makes it, but none runs here.
-    await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
-    await this.exec(host, SSHD, ['-t', '-f', config]).catch((e: Error) => {
-      throw new Error(`sshd config ${config} is invalid: ${e.message}`);
+    const address = this.address(host);
+    const files = await preparePrivateSshd({ dir: path.join(this.dir, `sshd-${host}`), address, port, authorizedKeysFile: opts.authorizedKeysFile });
+    await this.exec(host, SSHD, ['-t', '-f', files.configFile]).catch((e: Error) => {
+      throw new Error(`sshd config ${files.configFile} is invalid: ${e.message}`);
     });
-    const child = this.spawn(host, SSHD, ['-D', '-f', config, '-E', logFile], { stdio: 'ignore' });
-    await waitForListening(child, logFile, this.address(host), port);
-    return { ...hostKey, ecdsaHostKeyLine: ecdsa.hostKeyLine, address: this.address(host), port, logFile, pid: child.pid ?? -1 };
+    const child = this.spawn(host, SSHD, ['-D', '-f', files.configFile, '-E', files.logFile], { stdio: 'ignore' });
+    await waitForListening(child, files.logFile, address, port);
+    return {
+      hostKeyLine: files.hostKeyLine, hostKeyBlob: files.hostKeyBlob, ecdsaHostKeyLine: files.ecdsaHostKeyLine,
+      address, port, logFile: files.logFile, pid: child.pid ?? -1,
+    };
   }
 
   async linkDown(host: string): Promise<void> {
@@ -311,59 +305,5 @@ class NetnsLab implements Lab {
     // Host namespaces first: sshd's session children are not ours by pid, but live there.
     for (const ns of [...this.created].reverse()) await deleteNamespace(ns);
     await rm(this.dir, { recursive: true, force: true });
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// sshd
-
-async function writeHostKey(dir: string, type: 'ed25519' | 'ecdsa'): Promise<{ hostKeyLine: string; hostKeyBlob: Buffer }> {
-  const pair = type === 'ecdsa'
-    ? ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256, comment: 'phobos-lab-host' })
-    : generateEd25519KeyPair('phobos-lab-host');
-  const file = path.join(dir, `ssh_host_${type}_key`);
-  await writeFile(file, pair.private.endsWith('\n') ? pair.private : `${pair.private}\n`, { mode: 0o600 });
-  await writeFile(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
-  const key = parsePublicKeyLine(pair.public);
-  return { hostKeyLine: `${key.type} ${key.blob.toString('base64')}`, hostKeyBlob: key.blob };
-}
-
-/** Why each line is there: docs/system-tier.md "sshd". */
-function sshdConfig(p: { dir: string; address: string; port: number; authorizedKeysFile: string }): string {
-  return [
-    `Port ${p.port}`,
-    `ListenAddress ${p.address}`,
-    `HostKey ${path.join(p.dir, 'ssh_host_ed25519_key')}`,
-    `HostKey ${path.join(p.dir, 'ssh_host_ecdsa_key')}`,
-    `PidFile ${path.join(p.dir, 'sshd.pid')}`,
-    `AuthorizedKeysFile ${p.authorizedKeysFile}`,
-    'PubkeyAuthentication yes',
-    'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no',
-    'PermitRootLogin prohibit-password',
-    'UsePAM no',
-    'StrictModes no',
-    'MaxSessions 64',
-    'MaxStartups 100:30:200',
-    'LogLevel VERBOSE',
-    `SetEnv HOME=${path.join(p.dir, 'home')}`,
-    '',
-  ].join('\n');
-}
-
-/** sshd logs "Server listening on ADDR port PORT" after listen(); fail fast if it exits first. */
-async function waitForListening(child: ChildProcess, logFile: string, address: string, port: number): Promise<void> {
-  let exited: string | null = null;
-  child.once('exit', (code, sig) => (exited = sig ?? `exit ${code}`));
-  const ready = `Server listening on ${address} port ${port}`;
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    const log = await readFile(logFile, 'utf8').catch(() => '');
-    if (log.includes(ready)) return;
-    if (exited !== null || Date.now() > deadline) {
-      const last = log.trim().split('\n').slice(-3).join(' | ');
-      throw new Error(`sshd on ${address}:${port} ${exited !== null ? `stopped (${exited})` : 'did not listen within 10 s'}; log ${logFile}: ${last || '(empty)'}`);
-    }
-    await sleep(25);
   }
 }
