@@ -21,6 +21,7 @@ const SWITCH_SUMMARIES: Readonly<Record<string, string>> = {
   'pause-sync': 'stop a full sync to this host', 'resume-sync': 'allow a full sync to this host',
   'pause-fetch': 'stop fetching logs from peers', 'resume-fetch': 'fetch logs from peers again',
   'pause-replay': 'stop replaying logs into the disk', 'resume-replay': 'replay logs into the disk again',
+  disconnect: 'stop fetching from peers (before primary --force during an outage)', connect: 'fetch from peers again',
 };
 
 const SCOPED = ['pause-sync', 'resume-sync', 'pause-fetch', 'resume-fetch', 'pause-replay', 'resume-replay'];
@@ -98,6 +99,19 @@ export const COMMANDS: readonly CommandSpec[] = [
   ...switchVerbs,
   verb('secondary', RES, 'no host is primary any more; the device stops being served', 'resource', 1, 1,
     async () => (await import('./commands/secondary.js')).run),
+  verb('primary', RES, 'make this host primary of RES: a planned handover, or with --force a failover', 'resource', 1, 1,
+    async () => (await import('./commands/primary.js')).run, {
+      details: 'Planned (no secondary before it): phases check, wait-close, leave, catch-up, become; a failure\n' +
+        'after check gives the old primary its role back. Refused if the current primary cannot be reached.\n' +
+        '--force (after `marsadm disconnect RES`): becomes primary with the data this host has; the old\n' +
+        'primary stops serving when it hears of it. --dry-run prints the phases. See docs/handover.md.',
+      options: [{ name: 'ignore-sync', kind: 'boolean', help: 'hand over even while a sync runs on another member' }],
+    }),
+  verb('invalidate', RES, 'discard this host\'s version of RES: fast full sync from the primary, then replay', 'resource', 1, 1,
+    async () => (await import('./commands/invalidate.js')).run, {
+      details: 'The repair for the losing side of a split brain, or a replica stuck on a DefectiveLog.\n' +
+        'Waits for the sync like join-resource (progress bar; --json progress objects).',
+    }),
   verb('log-rotate', RES, 'start the next transaction log on the primary', 'logs', 1, 1,
     async () => (await import('./commands/log_rotate.js')).run),
   verb('cron', '', 'housekeeping: rotate the primary\'s big or old logs, delete logs every member has replayed', 'logs', 0, 0,

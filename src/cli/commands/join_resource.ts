@@ -65,7 +65,7 @@ export async function joinResource(ctx: CommandContext): Promise<number> {
 }
 
 /** Wait for the sync, showing progress; the timeout counts from the last progress. */
-async function awaitSync(ctx: CommandContext, tree: MarsTree, res: string, size: number): Promise<number> {
+export async function awaitSync(ctx: CommandContext, tree: MarsTree, res: string, size: number): Promise<number> {
   const key = resourceKey(res, `syncstatus-${tree.host}`);
   const bar = ctx.options['json'] ? null : new ProgressBar('sync', size);
   let last = -1;

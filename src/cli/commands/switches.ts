@@ -9,6 +9,7 @@
  * | pause-sync / resume-sync | sync | - |
  * | pause-fetch / resume-fetch | connect | - (fetching arrives with peers) |
  * | pause-replay / resume-replay | allow-replay | - |
+ * | disconnect / connect | connect | - |
  */
 import type { MarsTree, TodoSwitch } from '../../tree/index.js';
 import { actualKey, resourceDir, todoKey } from '../../tree/index.js';
@@ -34,6 +35,8 @@ export const SWITCH_VERBS: Readonly<Record<string, SwitchVerb>> = {
   'resume-fetch': { switches: ['connect'], value: '1' },
   'pause-replay': { switches: ['allow-replay'], value: '0' },
   'resume-replay': { switches: ['allow-replay'], value: '1' },
+  disconnect: { switches: ['connect'], value: '0' },
+  connect: { switches: ['connect'], value: '1' },
 };
 
 /** The pause-/resume- verbs also come as `-local` (the same) and `-global` (every member). */
