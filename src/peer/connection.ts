@@ -4,6 +4,7 @@
  * bulk, docs/peer-protocol.md "Flow control"), keepalive and an idle timeout.
  */
 import { once } from 'node:events';
+import type { Writable } from 'node:stream';
 
 import {
   encodeFrame, FLAG_MORE, FrameDecoder, MessageType, ProtocolError, typeName, type Frame, type Json,
@@ -206,7 +207,10 @@ export class PeerConnection {
     if (!this.writing) void this.writeLoop();
   }
 
-  /** One frame at a time, control first; waits for drain so bulk never piles up ahead. */
+  /**
+   * One frame at a time, control first; waits for drain so bulk never piles up ahead.
+   * A frame's header and payload go out corked, as one writev: no copy to join them.
+   */
   private async writeLoop(): Promise<void> {
     this.writing = true;
     try {
@@ -214,9 +218,7 @@ export class PeerConnection {
       for (;;) {
         const next = this.control.shift() ?? this.bulk.shift();
         if (!next || this.closedError) break;
-        let ok = true;
-        for (const b of next.buffers) ok = out.write(b) && ok;
-        if (!ok) await Promise.race([once(out, 'drain'), this.closed]);
+        if (!writeCorked(out, next.buffers)) await Promise.race([once(out, 'drain'), this.closed]);
       }
     } catch (e) {
       this.close(e as Error);
@@ -224,4 +226,14 @@ export class PeerConnection {
       this.writing = false;
     }
   }
+}
+
+/** Write the buffers as one batch (a single writev); false when the stream wants a drain. */
+function writeCorked(out: Writable, buffers: readonly Buffer[]): boolean {
+  if (buffers.length === 1) return out.write(buffers[0]!);
+  out.cork();
+  let ok = true;
+  for (const b of buffers) ok = out.write(b) && ok;
+  out.uncork();
+  return ok;
 }

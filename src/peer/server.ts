@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import { dataKey, ipKey, isValidName, NAME_SOURCE, sizeKey, TreeWatcher, UUID_KEY, type MarsTree, type TreeEntry } from '../tree/index.js';
 import { PeerConnection, RemoteError, type OutgoingFrame } from './connection.js';
-import { DIGEST_BYTES, digestBlocks, openDeviceView } from './device_view.js';
+import { DIGEST_BYTES, digestRange, openDeviceView, type DeviceView } from './device_view.js';
 import { MAX_PAYLOAD_BYTES, MessageType, PROTOCOL_VERSION, type Frame, type Json } from './frames.js';
 import type { PeerTransport } from './transport.js';
 
@@ -23,6 +23,8 @@ export interface PeerServerOptions {
 }
 
 const ENTRIES_PER_FRAME = 2000;
+/** A kept logical device view is closed after this long without requests. */
+const VIEW_IDLE_MS = 2000;
 const MAX_WAIT_MS = 5000;
 const MAX_DIGEST_BLOCKS = MAX_PAYLOAD_BYTES / DIGEST_BYTES;
 const LOG_NAME = new RegExp(`^log-[0-9]{9}-${NAME_SOURCE}$`);
@@ -34,8 +36,11 @@ export class PeerServer {
   private watcher: TreeWatcher | null = null;
   private readonly logFiles = new Map<string, FileHandle>();
   private connection!: PeerConnection;
+  private readonly views: DeviceViews;
 
-  constructor(private readonly opts: PeerServerOptions) {}
+  constructor(private readonly opts: PeerServerOptions) {
+    this.views = new DeviceViews(opts.runDir);
+  }
 
   /** Serve one connection until it closes. */
   async serve(transport: PeerTransport): Promise<void> {
@@ -47,6 +52,7 @@ export class PeerServer {
     });
     await this.connection.closed;
     this.watcher?.close();
+    await this.views.closeAll();
     for (const h of this.logFiles.values()) await h.close().catch(() => undefined);
   }
 
@@ -184,31 +190,83 @@ export class PeerServer {
       throw new RemoteError(`blockBytes ${blockBytes} must be a multiple of 4096 up to 1 MiB`, 'EINVAL');
     }
     const { res, disk, offset, length } = await this.deviceRange(json, MAX_DIGEST_BLOCKS * blockBytes);
-    const view = await openDeviceView(this.opts.runDir, res, disk);
-    try {
-      const parts: Buffer[] = [];
-      const step = Math.max(blockBytes, Math.floor((4 << 20) / blockBytes) * blockBytes);
-      for (let o = 0; o < length; o += step) {
-        parts.push(digestBlocks(await view.read(offset + o, Math.min(step, length - o)), blockBytes));
-      }
+    return this.views.use(res, disk, async (view) => {
+      const digests = await digestRange((o, n) => view.read(o, n), offset, length, blockBytes);
       const log = await newestOwnLog(this.opts.tree, res);
-      return { type: MessageType.DIGESTS_REPLY, json: { view: view.kind, log }, payload: Buffer.concat(parts) };
-    } finally {
-      await view.close();
-    }
+      return { type: MessageType.DIGESTS_REPLY, json: { view: view.kind, log }, payload: digests };
+    });
   }
 
   private async blocks(json: Json): Promise<OutgoingFrame> {
     const { res, disk, offset, length } = await this.deviceRange(json, MAX_PAYLOAD_BYTES);
-    const view = await openDeviceView(this.opts.runDir, res, disk);
-    try {
+    return this.views.use(res, disk, async (view) => {
       const data = await view.read(offset, length);
       // Measured after the read: the data are no newer than this log position.
       const log = await newestOwnLog(this.opts.tree, res);
       return { type: MessageType.BLOCKS_DATA, json: { view: view.kind, log }, payload: data };
-    } finally {
-      await view.close();
+    });
+  }
+}
+
+/**
+ * Device views for DIGESTS and BLOCKS_READ. A logical view (the daemon's sync export) is
+ * kept open while requests keep coming, so a sync costs one NBD handshake rather than one
+ * per request; a read that fails on it (the export went away: no longer primary, daemon
+ * restarted) drops it and runs once more on a freshly opened view. A disk view is opened
+ * per request, so that a host that has just become primary is read through its export.
+ */
+class DeviceViews {
+  private readonly logical = new Map<string, { view: DeviceView; users: number; idle: NodeJS.Timeout | null }>();
+
+  constructor(private readonly runDir: string) {}
+
+  async use<T>(res: string, disk: string, fn: (view: DeviceView) => Promise<T>): Promise<T> {
+    const kept = this.logical.get(res);
+    if (kept) {
+      try {
+        return await this.run(res, kept, fn);
+      } catch {
+        this.drop(res, kept.view);
+      }
     }
+    const view = await openDeviceView(this.runDir, res, disk);
+    if (view.kind !== 'logical' || this.logical.has(res)) {
+      try {
+        return await fn(view);
+      } finally {
+        await view.close();
+      }
+    }
+    const entry = { view, users: 0, idle: null };
+    this.logical.set(res, entry);
+    return this.run(res, entry, fn);
+  }
+
+  async closeAll(): Promise<void> {
+    for (const [res, { view }] of [...this.logical]) this.drop(res, view);
+  }
+
+  private async run<T>(res: string, entry: { view: DeviceView; users: number; idle: NodeJS.Timeout | null }, fn: (view: DeviceView) => Promise<T>): Promise<T> {
+    if (entry.idle) clearTimeout(entry.idle);
+    entry.idle = null;
+    entry.users++;
+    try {
+      return await fn(entry.view);
+    } finally {
+      entry.users--;
+      if (entry.users === 0 && this.logical.get(res) === entry) {
+        entry.idle = setTimeout(() => this.drop(res, entry.view), VIEW_IDLE_MS);
+        entry.idle.unref();
+      }
+    }
+  }
+
+  private drop(res: string, view: DeviceView): void {
+    const entry = this.logical.get(res);
+    if (entry?.view !== view) return;
+    if (entry.idle) clearTimeout(entry.idle);
+    this.logical.delete(res);
+    void view.close();
   }
 }
 

@@ -16,14 +16,15 @@ import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
 import { replayLog, scanFileBatch } from '../dataplane/index.js';
-import { digestBlocks, MAX_PAYLOAD_BYTES, MessageType, type PeerConnection, type PeerManager } from '../peer/index.js';
+import { MAX_PAYLOAD_BYTES, MessageType, type Frame, type PeerConnection, type PeerManager } from '../peer/index.js';
+import { DIGEST_READ_BYTES, digestRange, readFullyAt } from '../peer/device_view.js';
 import {
   actualKey, primaryKey, replayKey, resourceKey, todoKey, versionKey, type MarsTree,
 } from '../tree/index.js';
 import {
   comparePositions, parseLogName, parsePositionValue, parseReplayValue, positionValue, replayValue, type LogPosition,
 } from './log_names.js';
-import { Mutex, Signal } from './signal.js';
+import { Mutex, Signal, waitForAny } from './signal.js';
 import { parseVersion, versionValue } from './versions.js';
 
 export interface ReplicaOptions {
@@ -56,12 +57,22 @@ const READ_BYTES = MAX_PAYLOAD_BYTES;
 const READ_WINDOW = 8;
 const LONG_POLL_MS = 1000;
 const SAVE_INTERVAL_MS = 500;
-const SYNC_CHUNK_BYTES = 16 << 20;
+const SYNC_CHUNK_BYTES = 64 << 20;
+/** How often the sync writes its progress to the tree (and syncs the disk first). */
+const SYNC_PUBLISH_MS = 500;
 export const SYNC_BLOCK_BYTES = 64 << 10;
 
 export class Replica {
   private stopped = false;
+  /** The tree changed or a loop changed state: every loop re-reads what it needs. */
   private readonly wake = new Signal();
+  /**
+   * A local copy grew. Only replay waits for it, and only while it has nothing to apply:
+   * fetching 1 GB/s must not make the other loops re-read the tree once per MiB.
+   */
+  private readonly fetchedMore = new Signal();
+  /** Bumped when a copy is deleted for refetching: fetches begun before it stop counting. */
+  private copyResets = 0;
   private readonly mutex = new Mutex();
   private tasks: Promise<void>[] = [];
   /** Verified, contiguous bytes of each local log copy. */
@@ -232,52 +243,90 @@ export class Replica {
 
   /** Fetch what is there now (a window of reads), or long-poll once at the end. */
   private async fetchSome(conn: PeerConnection, log: string): Promise<void> {
-    const res = this.resource;
-    const file = this.copyPath(log);
-    const handle = await open(file, constants.O_RDWR | constants.O_CREAT, 0o644);
+    // Taken before any await: a refetch reset (copy deleted, length 0) after this point
+    // makes everything this call fetched count for nothing.
+    const resets = this.copyResets;
+    const have = this.fetched.get(log) ?? 0;
+    const handle = await open(this.copyPath(log), constants.O_RDWR | constants.O_CREAT, 0o644);
     try {
-      let have = this.fetched.get(log) ?? 0;
       const sealed = await this.sealedLength(log);
-      const first = await conn.call(MessageType.LOG_READ, { res, name: log, offset: have, length: READ_BYTES, waitMs: sealed === null ? LONG_POLL_MS : 0 });
-      let remote = Number(first.json['size']);
+      const first = await this.readLog(conn, log, have, READ_BYTES, sealed === null ? LONG_POLL_MS : 0);
+      const remote = Number(first.json['size']);
+      if (this.copyResets !== resets) return;
       if (remote < have) {
         await this.originShrank(log, remote, handle);
         return;
       }
-      have = await this.store(handle, log, have, first.payload);
-      if (first.payload.length === 0) return;
-      // The origin has more: a window of reads in flight, written in order.
-      let next = have;
-      const inflight: { offset: number; reply: ReturnType<PeerConnection['call']> }[] = [];
-      while (!this.stopped) {
-        const limit = sealed === null ? remote : Math.min(remote, sealed);
-        while (inflight.length < READ_WINDOW && next < limit) {
-          const length = Math.min(READ_BYTES, limit - next);
-          inflight.push({ offset: next, reply: conn.call(MessageType.LOG_READ, { res, name: log, offset: next, length, waitMs: 0 }) });
-          next += length;
-        }
-        const head = inflight.shift();
-        if (!head) break;
-        const reply = await head.reply;
-        remote = Math.max(remote, Number(reply.json['size']));
-        if (head.offset !== have || reply.payload.length === 0) break;
-        have = await this.store(handle, log, have, reply.payload);
-      }
-      await Promise.allSettled(inflight.map((r) => r.reply));
+      if (first.payloadLength === 0) return;
+      await writeAllAt(handle, first.payloadParts, have);
+      if (this.copyResets !== resets) return;
+      this.noteFetched(log, have + first.payloadLength);
+      await this.fetchWindow(conn, handle, log, { from: have + first.payloadLength, remote, sealed, resets });
     } finally {
       await handle.close();
     }
   }
 
-  private async store(handle: FileHandle, log: string, at: number, data: Buffer): Promise<number> {
-    if (data.length === 0) return at;
-    let done = 0;
-    while (done < data.length) done += (await handle.write(data, done, data.length - done, at + done)).bytesWritten;
-    const have = at + data.length;
+  private readLog(conn: PeerConnection, log: string, offset: number, length: number, waitMs: number): Promise<Frame> {
+    return conn.call(MessageType.LOG_READ, { res: this.resource, name: log, offset, length, waitMs });
+  }
+
+  /**
+   * The origin has more: up to READ_WINDOW reads in flight. Each reply is written as soon
+   * as it and every reply before it are in, while later reads keep arriving; writes go in
+   * offset order because the replayer scans a copy up to its file size, so a copy must
+   * never hold a hole (a later range written before an earlier one): a record read across
+   * it would look corrupt. (Concurrent writes would not be faster anyway: a buffered write
+   * holds the file's inode lock.) A reply that comes back short ends the window there.
+   */
+  private async fetchWindow(conn: PeerConnection, handle: FileHandle, log: string, at: FetchStart): Promise<void> {
+    let remote = at.remote;
+    let next = at.from;
+    let have = at.from;
+    let ended = false;
+    let failure: Error | null = null;
+    let previousWrite: Promise<void> = Promise.resolve();
+    const slots = new Set<Promise<void>>();
+    const limit = (): number => (at.sealed === null ? remote : Math.min(remote, at.sealed));
+    const going = (): boolean => failure === null && !ended && !this.stopped && this.copyResets === at.resets;
+    const fetchOne = async (offset: number, length: number, afterWrite: Promise<void>): Promise<void> => {
+      const reply = await this.readLog(conn, log, offset, length, 0);
+      remote = Math.max(remote, Number(reply.json['size']));
+      await afterWrite;
+      if (!going() || offset !== have) return;
+      await writeAllAt(handle, reply.payloadParts, offset);
+      have = offset + reply.payloadLength;
+      if (this.copyResets === at.resets) this.noteFetched(log, have);
+      if (reply.payloadLength < length) ended = true; // the origin had less than it said: ask again later
+    };
+    for (;;) {
+      while (going() && slots.size < READ_WINDOW && next < limit()) {
+        const length = Math.min(READ_BYTES, limit() - next);
+        const slot: Promise<void> = fetchOne(next, length, previousWrite)
+          .catch((e: Error) => void (failure ??= e))
+          .finally(() => slots.delete(slot));
+        slots.add(slot);
+        previousWrite = slot;
+        next += length;
+      }
+      if (slots.size === 0) break;
+      await Promise.race(slots);
+    }
+    // A write that failed half way may have left part of its range behind.
+    if (failure !== null && this.copyResets === at.resets) await handle.truncate(have);
+    if (failure !== null) throw failure;
+  }
+
+  /** `have` bytes of the copy of `log` are written and contiguous: replay may use them. */
+  private noteFetched(log: string, have: number): void {
     this.fetched.set(log, have);
     this.setState({ fetchPos: positionValue({ log, offset: have }) });
-    this.wake.notify();
-    return have;
+    this.fetchedMore.notify();
+  }
+
+  /** Replay has applied all it has: wait for more fetched bytes, a tree change, or ms. */
+  private waitForFetch(ms: number): Promise<void> {
+    return waitForAny([this.wake, this.fetchedMore], ms);
   }
 
   /** The origin's file is shorter than our copy: it cut a torn tail after a crash. */
@@ -331,7 +380,7 @@ export class Replica {
           await this.switchLog(pos, sealed);
         } else {
           await this.savePosition(false);
-          await this.wake.wait(1000);
+          await this.waitForFetch(1000);
         }
         continue;
       }
@@ -354,7 +403,7 @@ export class Replica {
     if (bad) {
       await this.verificationFailed(pos.log, result.fault?.offset ?? result.position, result.fault?.reason ?? result.status);
     } else if (result.position === pos.offset) {
-      await this.wake.wait(200); // a record still being fetched
+      await this.waitForFetch(200); // a record still being fetched
     }
   }
 
@@ -368,6 +417,7 @@ export class Replica {
     this.opts.log(`resource ${this.resource}: ${log} fails verification at offset ${offset} (${reason}); fetching it again from offset 0`);
     this.refetched.set(log, offset);
     await this.mutex.run(async () => {
+      this.copyResets++;
       await rm(this.copyPath(log), { force: true });
       this.fetched.set(log, 0);
     });
@@ -421,11 +471,19 @@ export class Replica {
     const syncKey = resourceKey(this.resource, `syncstatus-${this.host}`);
     this.syncTarget = parsePositionValue(await this.value(actualKey(this.resource, this.host, 'sync-target')));
     if (this.syncTarget) this.setState({ syncTarget: positionValue(this.syncTarget) });
+    let ahead: DigestsAhead | null = null;
+    let progress = null as SyncProgress | null;
     while (!this.stopped) {
-      const done = Number((await this.value(syncKey)) ?? this.opts.sizeBytes);
+      const stored = await this.opts.tree.get(syncKey);
+      // Between publications our progress runs ahead of the tree; an entry we did not
+      // write (join-resource, invalidate) starts over from its value.
+      if (progress && stored?.stamp !== progress.publishedStamp) progress = null;
+      const done = progress?.done ?? Number(stored?.value ?? this.opts.sizeBytes);
       const primary = await this.value(primaryKey(this.resource));
       const conn = primary && primary !== this.host ? this.opts.peers.link(primary)?.connection : null;
       if (done >= this.opts.sizeBytes || this.state.replayCode !== '0' || !conn || !(await this.switchOn('sync'))) {
+        if (progress) await this.publishSync(syncKey, progress);
+        ahead = null;
         this.setState({ syncing: false });
         await this.wake.wait(1000);
         continue;
@@ -433,29 +491,89 @@ export class Replica {
       if (done === 0 && !this.state.syncing) this.opts.log(`resource ${this.resource}: fast full sync from ${primary} starts`);
       this.setState({ syncing: true });
       const length = Math.min(SYNC_CHUNK_BYTES, this.opts.sizeBytes - done);
-      const stats = await this.mutex.run(() => this.syncChunk(conn, done, length));
+      const remote = ahead && ahead.conn === conn && ahead.offset === done ? ahead.reply : this.askDigests(conn, done, length);
+      // The primary digests the next chunk while this one is compared and copied.
+      ahead = this.digestsAhead(conn, done + length);
+      const stats = await this.mutex.run(() => this.syncChunk(conn, done, length, remote));
       this.syncStats.bytesCompared += length;
       this.syncStats.bytesSent += stats.sent;
-      if (stats.target && (!this.syncTarget || comparePositions(stats.target, this.syncTarget) > 0)) {
-        this.syncTarget = stats.target;
-        await this.opts.tree.set(actualKey(this.resource, this.host, 'sync-target'), positionValue(stats.target));
-      }
-      await this.opts.tree.set(actualKey(this.resource, this.host, 'sync-sent'), String(this.syncStats.bytesSent));
-      await this.opts.tree.set(syncKey, String(done + length));
-      if (done + length >= this.opts.sizeBytes) {
+      if (stats.target && (!this.syncTarget || comparePositions(stats.target, this.syncTarget) > 0)) this.syncTarget = stats.target;
+      progress ??= { done, published: done, publishedStamp: stored?.stamp, publishedAt: Date.now(), blocksToSync: false };
+      progress.done = done + length;
+      progress.blocksToSync ||= stats.sent > 0;
+      const finished = progress.done >= this.opts.sizeBytes;
+      if (finished || Date.now() - progress.publishedAt >= SYNC_PUBLISH_MS) await this.publishSync(syncKey, progress);
+      if (finished) {
         this.opts.log(`resource ${this.resource}: fast full sync done: ${this.syncStats.bytesSent} of ${this.syncStats.bytesCompared} bytes differed` +
           (this.syncTarget ? `; consistent once replay passes ${positionValue(this.syncTarget)}` : ''));
+        this.syncBuffers = null;
         this.setState({ syncing: false });
       }
       this.updateConsistency();
     }
+    if (progress) await this.publishSync(syncKey, progress);
+  }
+
+  /**
+   * Make the sync's progress durable and visible: the copied blocks (fdatasync) before
+   * `syncstatus` claims them, and `sync-target` before `syncstatus` moves past the chunk
+   * that raised it, so a restart never resumes past a block or a target it lost. Done
+   * every SYNC_PUBLISH_MS rather than per chunk: every tree write wakes the daemons and
+   * peer-serves of all hosts.
+   */
+  private async publishSync(syncKey: string, progress: SyncProgress): Promise<void> {
+    if (progress.done === progress.published && !progress.blocksToSync) return;
+    const tree = this.opts.tree;
+    if (progress.blocksToSync) {
+      const disk = await open(this.opts.disk, 'r+');
+      try {
+        await disk.datasync();
+      } finally {
+        await disk.close();
+      }
+      progress.blocksToSync = false;
+    }
+    const targetKey = actualKey(this.resource, this.host, 'sync-target');
+    if (this.syncTarget && (await this.value(targetKey)) !== positionValue(this.syncTarget)) {
+      await tree.set(targetKey, positionValue(this.syncTarget));
+    }
+    await tree.set(actualKey(this.resource, this.host, 'sync-sent'), String(this.syncStats.bytesSent));
+    const entry = await tree.set(syncKey, String(progress.done));
+    progress.published = progress.done;
+    progress.publishedStamp = entry?.stamp;
+    progress.publishedAt = Date.now();
   }
 
   /** Bytes compared and sent by this run of the sync (for logs and the sync benchmark). */
   readonly syncStats = { bytesCompared: 0, bytesSent: 0 };
 
-  /** One chunk: digests both sides, fetch the differing blocks, write them, sync the disk. */
-  private async syncChunk(conn: PeerConnection, offset: number, length: number): Promise<{ sent: number; target: LogPosition | null }> {
+  /**
+   * The primary's digests of a chunk. Asking before the chunk's turn (outside the mutex)
+   * is safe: they only choose which blocks to fetch, and the blocks themselves are read
+   * fresh under the mutex (docs/replication.md "Fast full sync").
+   */
+  private askDigests(conn: PeerConnection, offset: number, length: number): Promise<Frame> {
+    const reply = conn.call(MessageType.DIGESTS, { res: this.resource, offset, length, blockBytes: SYNC_BLOCK_BYTES });
+    reply.catch(() => undefined); // a reply nobody takes (sync paused) must not go unhandled
+    return reply;
+  }
+
+  private digestsAhead(conn: PeerConnection, offset: number): DigestsAhead | null {
+    if (offset >= this.opts.sizeBytes) return null;
+    return { conn, offset, reply: this.askDigests(conn, offset, Math.min(SYNC_CHUNK_BYTES, this.opts.sizeBytes - offset)) };
+  }
+
+  /** Two read buffers for the local digests, kept across chunks (fresh memory is slow to fault in). */
+  private syncBuffers: [Buffer, Buffer] | null = null;
+
+  private digestLocal(disk: FileHandle, offset: number, length: number): Promise<Buffer> {
+    const buffers = this.syncBuffers ??= [Buffer.allocUnsafe(DIGEST_READ_BYTES), Buffer.allocUnsafe(DIGEST_READ_BYTES)];
+    let turn = 0;
+    return digestRange((o, n) => readFullyAt(disk, o, n, buffers[turn++ % 2]), offset, length, SYNC_BLOCK_BYTES);
+  }
+
+  /** One chunk, under the mutex: digests both sides, fetch the differing blocks and write them (publishSync makes them durable). */
+  private async syncChunk(conn: PeerConnection, offset: number, length: number, remoteDigests: Promise<Frame>): Promise<{ sent: number; target: LogPosition | null }> {
     const res = this.resource;
     let target: LogPosition | null = null;
     const note = (log: unknown): void => {
@@ -463,27 +581,19 @@ export class Replica {
       const p = { log: String(log[0]), offset: Number(log[1]) };
       if (parseLogName(p.log) && (!target || comparePositions(p, target) > 0)) target = p;
     };
-    const remote = await conn.call(MessageType.DIGESTS, { res, offset, length, blockBytes: SYNC_BLOCK_BYTES });
-    note(remote.json['log']);
     const disk = await open(this.opts.disk, 'r+');
     try {
-      const local = Buffer.alloc(length);
-      await disk.read(local, 0, length, offset);
-      const mine = digestBlocks(local, SYNC_BLOCK_BYTES);
+      const [remote, mine] = await Promise.all([remoteDigests, this.digestLocal(disk, offset, length)]);
+      note(remote.json['log']);
       const runs = differingRuns(remote.payload, mine, offset, length);
       let sent = 0;
-      for (let i = 0; i < runs.length; i += READ_WINDOW) {
-        const batch = runs.slice(i, i + READ_WINDOW);
-        const replies = await Promise.all(batch.map((r) => conn.call(MessageType.BLOCKS_READ, { res, offset: r.offset, length: r.length })));
-        for (let j = 0; j < batch.length; j++) {
-          const data = replies[j]!.payload;
-          note(replies[j]!.json['log']);
-          await disk.write(data, 0, data.length, batch[j]!.offset);
-          sent += data.length;
-        }
-      }
-      if (sent) await disk.datasync();
-      return { sent, target };
+      await inWindow(runs, READ_WINDOW, async (run) => {
+        const reply = await conn.call(MessageType.BLOCKS_READ, { res, offset: run.offset, length: run.length });
+        note(reply.json['log']);
+        await writeAllAt(disk, reply.payloadParts, run.offset);
+        sent += reply.payloadLength;
+      });
+      return { sent, target }; // made durable by publishSync, before syncstatus claims it
     } finally {
       await disk.close();
     }
@@ -513,4 +623,70 @@ function differingRuns(theirs: Buffer, mine: Buffer, offset: number, length: num
     else runs.push({ offset: start, length: len });
   }
   return runs;
+}
+
+/** The sync's position in memory, ahead of `syncstatus-<host>` between publications. */
+interface SyncProgress {
+  done: number;
+  /** The value last written to syncstatus. */
+  published: number;
+  /** Stamp of the syncstatus entry we wrote last (or found when we began). */
+  publishedStamp: number | undefined;
+  publishedAt: number;
+  /** Blocks were written since the last fdatasync of the disk. */
+  blocksToSync: boolean;
+}
+
+/** DIGESTS of the next sync chunk, asked for while the current one runs. */
+interface DigestsAhead {
+  readonly conn: PeerConnection;
+  readonly offset: number;
+  readonly reply: Promise<Frame>;
+}
+
+/** Run fn over items with at most `window` running at once; rejects with the first failure, after all settled. */
+async function inWindow<T>(items: readonly T[], window: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) await fn(items[next++]!).catch((e: unknown) => {
+      failed = true;
+      throw e;
+    });
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(window, items.length) }, worker));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
+}
+
+interface FetchStart {
+  /** First byte the window asks for: the copy's fetched length. */
+  readonly from: number;
+  /** The origin's file size as last reported. */
+  readonly remote: number;
+  readonly sealed: number | null;
+  /** Replica.copyResets when the fetch began. */
+  readonly resets: number;
+}
+
+/** pwritev all of `parts` at `position`, however many calls that takes. */
+async function writeAllAt(handle: FileHandle, parts: readonly Buffer[], position: number): Promise<void> {
+  let rest = [...parts];
+  let at = position;
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest, at);
+    if (bytesWritten === 0) throw new Error(`no progress writing at offset ${at} of a log copy`);
+    at += bytesWritten;
+    rest = dropFront(rest, bytesWritten);
+  }
+}
+
+/** `parts` without their first n bytes (views, no copy). */
+function dropFront(parts: Buffer[], n: number): Buffer[] {
+  let skip = n;
+  let i = 0;
+  while (i < parts.length && skip >= parts[i]!.length) skip -= parts[i++]!.length;
+  const rest = parts.slice(i);
+  if (skip > 0) rest[0] = rest[0]!.subarray(skip);
+  return rest;
 }

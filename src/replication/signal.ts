@@ -7,17 +7,31 @@ export class Signal {
   }
 
   wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      const self = this;
-      function done(): void {
-        clearTimeout(t);
-        self.waiters = self.waiters.filter((w) => w !== done);
-        resolve();
-      }
-      this.waiters.push(done);
-    });
+    return waitForAny([this], ms);
   }
+
+  /** @internal for waitForAny */
+  addWaiter(w: () => void): void {
+    this.waiters.push(w);
+  }
+
+  /** @internal for waitForAny */
+  removeWaiter(w: () => void): void {
+    this.waiters = this.waiters.filter((x) => x !== w);
+  }
+}
+
+/** Resolves on the next notify() of any of `signals`, or after ms. */
+export function waitForAny(signals: readonly Signal[], ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      for (const s of signals) s.removeWaiter(done);
+      resolve();
+    }
+    for (const s of signals) s.addWaiter(done);
+  });
 }
 
 /** A mutex for async code: run(fn) runs fns one at a time, in call order. */

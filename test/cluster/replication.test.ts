@@ -1,6 +1,7 @@
 /**
  * Cluster tier: three hosts over the pipe transport, userspace engine. Writes on the
  * primary reach both secondaries byte for byte; pause/resume of fetch and replay; a
+ * copy fetched through the window of reads is byte-identical to the origin's log; a
  * corrupted log copy is fetched again; a corrupted origin stops replay with DefectiveLog;
  * a join whose disk is almost a copy transfers only the changed blocks.
  */
@@ -86,6 +87,21 @@ describe('cluster tier: replication over the pipe transport (3 hosts)', function
     const logSize = statSync(logFile(alpha)).size;
     await eventually('beta to fetch the new bytes', async () => (await get(beta, 'actual-beta/fetch-pos')) === `log-000000001-alpha,${logSize}`);
     expect(sha256File(disk(beta))).to.equal(before);
+    await beta.ok('resume-replay', RES);
+    await inSync(beta);
+  });
+
+  it('a copy fetched through the window of reads equals the origin\'s log byte for byte', async () => {
+    await inSync(beta);
+    await beta.ok('pause-replay', RES);
+    await eventually('beta to stop replaying', async () => (await get(beta, 'actual-beta/is-replaying')) === '0');
+    // More than one window (8 reads of 1 MiB) of new log, written in pieces.
+    for (let i = 0; i < 6; i++) await device.write((12 + 2 * i) << 20, randomBytes(2 << 20, 40 + i));
+    await device.flush();
+    const logSize = statSync(logFile(alpha)).size;
+    await eventually('beta to fetch the new bytes', async () => (await get(beta, 'actual-beta/fetch-pos')) === `log-000000001-alpha,${logSize}`);
+    expect(statSync(logFile(beta)).size).to.equal(logSize);
+    expect(sha256File(logFile(beta))).to.equal(sha256File(logFile(alpha)));
     await beta.ok('resume-replay', RES);
     await inSync(beta);
   });
