@@ -32,6 +32,7 @@ export function transportFromOptions(ctx: CommandContext, tree: MarsTree, log: (
     return pipeTransportFactory({
       rootFor: (host) => pipeRoot.replaceAll('{host}', host),
       runDirFor: (host) => runDir.replaceAll('{host}', host),
+      cutMarkerFor: (peer) => path.join(runDir.replaceAll('{host}', tree.host), `cut-${peer}`),
       log,
     });
   }

@@ -15,6 +15,7 @@ import {
 } from '../tree/index.js';
 import { acquireFileLock, LockTimeoutError } from '../dataplane/index.js';
 import { PeerManager } from '../peer/index.js';
+import { caughtUp, sealedByUs } from './history.js';
 import { ResourceController, seqOf } from './resource_controller.js';
 import type { DaemonOptions, Desired } from './types.js';
 
@@ -172,6 +173,7 @@ export class Daemon {
     const own = logs.filter((f) => f.slice(14) === host).sort();
     const replay = value(replayKey(res, host));
     const m = replay ? /^(log-[0-9]{9}-[^,]+),([0-9]+),/.exec(replay) : null;
+    const newestOwn = own.length ? own[own.length - 1]! : null;
     return {
       resource: res,
       attach: value(todoKey(res, host, 'attach')) === '1',
@@ -179,7 +181,10 @@ export class Daemon {
       primaryHost: value(primaryKey(res)) ?? '(none)',
       disk,
       sizeBytes: Number(value(sizeKey(res)) ?? 0),
-      newestOwnLog: own.length ? path.join(dir, own[own.length - 1]!) : null,
+      connect: value(todoKey(res, host, 'connect')) !== '0',
+      caughtUp: caughtUp(res, host, values),
+      newestOwnLog: newestOwn ? path.join(dir, newestOwn) : null,
+      newestOwnLogSealed: newestOwn !== null && sealedByUs(res, host, newestOwn, values),
       maxSeq: logs.reduce((max, f) => Math.max(max, seqOf(f)), 0),
       deleteBelow: Number(value(`resource-${res}/userspace/log-delete-below`) ?? 0),
       checkpoint: m ? { logPath: path.join(dir, m[1]!), position: Number(m[2]) } : null,

@@ -10,7 +10,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { UserEngine, type Checkpoint } from '../dataplane/index.js';
+import { scanFileBatch, UserEngine, type Checkpoint } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
 import { syncSocketPath, type PeerManager } from '../peer/index.js';
 import { Replica } from '../replication/replica.js';
@@ -50,25 +50,87 @@ export class ResourceController {
     return this.phase;
   }
 
+  /** The rules: docs/handover.md "The rule the daemon follows". */
   async reconcile(want: Desired): Promise<void> {
     if (!want.attach) {
       await this.stopReplica();
-      await this.stopServing();
+      await this.stopServing({ seal: !want.primary });
       this.phase = { kind: 'detached' };
     } else if (!want.primary) {
-      await this.stopServing();
+      await this.stopServing({ seal: true });
+      await this.sealLeftOwnLog(want);
       this.runReplica(want);
       this.phase = this.replica ? { kind: 'secondary' } : { kind: 'attached' };
     } else if (this.serving) {
       await this.followRotation(want);
     } else if (!this.shouldRetry(want)) {
       // A failed start: wait for changed inputs or the retry interval.
-    } else {
+    } else if (this.continuesOwnLog(want)) {
       await this.stopReplica();
-      await this.startServing(want);
+      await this.startServing(want, want.newestOwnLog!, want.checkpoint);
+    } else if (want.connect && !want.caughtUp && this.peers) {
+      // Designated, but others wrote what we lack: fetch and replay it first.
+      this.runReplica(want);
+      this.phase = { kind: 'secondary' };
+    } else {
+      const logPath = await this.endHistoryHere(want);
+      await this.startServing(want, logPath, null);
     }
     await this.deleteLogsBelow(want.deleteBelow);
     await this.publish();
+  }
+
+  /** A restart of the primary: our newest log is unsealed and nothing newer exists. */
+  private continuesOwnLog(want: Desired): boolean {
+    return want.newestOwnLog !== null && !want.newestOwnLogSealed && seqOf(want.newestOwnLog) >= want.maxSeq;
+  }
+
+  /**
+   * Becoming primary: stop replicating, and (forced, `connect` off) first replay what was
+   * fetched here and write our version link where our history now ends, dropping copies
+   * of later logs we will never follow. Returns the new log to write: the next number.
+   */
+  private async endHistoryHere(want: Desired): Promise<string> {
+    const replica = this.replica ?? (this.peers && !want.connect ? this.newReplica(want) : null);
+    this.replica = null;
+    await replica?.stop();
+    if (replica && !want.connect) {
+      const end = await replica.finishLocal();
+      if (end) await this.finishForeignLog(end.log, end.offset);
+    }
+    const dir = path.join(this.tree.root, `resource-${this.resource}`);
+    const logs = (await readdir(dir).catch(() => [] as string[])).filter((f) => seqOf(f) >= 0);
+    return path.join(dir, logName(logs.reduce((max, f) => Math.max(max, seqOf(f)), 0) + 1, this.tree.host));
+  }
+
+  /** version-<seq>-<us> ending `log` at `offset`, and later logs of other origins dropped here. */
+  private async finishForeignLog(log: string, offset: number): Promise<void> {
+    const seq = seqOf(log);
+    const key = versionKey(this.resource, seq, this.tree.host);
+    const value = versionValue(await this.tree.getValue(versionKey(this.resource, seq - 1, this.tree.host)), log, offset);
+    if ((await this.tree.getValue(key)) !== value) await this.tree.set(key, value);
+    const dir = path.join(this.tree.root, `resource-${this.resource}`);
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      if (seqOf(f) > seq && !f.endsWith(`-${this.tree.host}`)) await rm(path.join(dir, f), { force: true });
+    }
+    this.log(`resource ${this.resource}: forced primary: history ends at ${log},${offset}`);
+  }
+
+  /**
+   * A log of ours that nobody sealed: we were primary, crashed, and another host is
+   * designated now. Seal it where its complete records end; replay then finishes the
+   * disk from the checkpoint, and a history that ended it earlier shows a split brain.
+   */
+  private async sealLeftOwnLog(want: Desired): Promise<void> {
+    if (this.serving || !want.newestOwnLog || want.newestOwnLogSealed) return;
+    let end = 0;
+    for (;;) {
+      const r = await scanFileBatch(want.newestOwnLog, { from: end, final: false, maxRecords: 4096 });
+      end = r.position;
+      if (r.status !== 'limit') break;
+    }
+    await this.publishVersion(want.newestOwnLog, end);
+    this.log(`resource ${this.resource}: sealed ${path.basename(want.newestOwnLog)} at ${end} (not primary any more)`);
   }
 
   /** marsadm cron decided these logs are replayed by every member: drop our copies. */
@@ -87,16 +149,22 @@ export class ResourceController {
 
   /** Replicate from peers while secondary (a host running alone has no peers). */
   private runReplica(want: Desired): void {
+    const switches = { connect: want.connect, emergency: false };
     if (this.replica) {
-      this.replica.kick();
+      this.replica.kick(switches);
       return;
     }
     if (!this.peers) return;
-    this.replica = new Replica({
-      tree: this.tree, resource: this.resource, disk: want.disk, sizeBytes: want.sizeBytes, peers: this.peers, log: this.log,
+    this.replica = this.newReplica(want);
+    this.replica.kick(switches);
+    this.replica.start();
+  }
+
+  private newReplica(want: Desired): Replica {
+    return new Replica({
+      tree: this.tree, resource: this.resource, disk: want.disk, sizeBytes: want.sizeBytes, peers: this.peers!, log: this.log,
       onStatus: () => this.publishSoon(),
     });
-    this.replica.start();
   }
 
   private async stopReplica(): Promise<void> {
@@ -118,7 +186,7 @@ export class ResourceController {
   /** Stop everything (daemon shutdown or resource gone). */
   async shutdown(): Promise<void> {
     await this.stopReplica();
-    await this.stopServing();
+    await this.stopServing({ seal: false });
     this.phase = { kind: 'detached' };
     await this.publish().catch(() => undefined);
   }
@@ -128,9 +196,8 @@ export class ResourceController {
     return JSON.stringify(want) !== this.failedInputs || Date.now() - this.failedAt > RETRY_FAILED_MS;
   }
 
-  private async startServing(want: Desired): Promise<void> {
+  private async startServing(want: Desired, logPath: string, checkpoint: Checkpoint | null): Promise<void> {
     const res = this.resource;
-    const logPath = want.newestOwnLog ?? path.join(this.tree.root, `resource-${res}`, logName(Math.max(1, want.maxSeq + 1), this.tree.host));
     const socketPath = path.join(this.runDir, `${res}.nbd`);
     let engine: UserEngine | null = null;
     try {
@@ -138,7 +205,7 @@ export class ResourceController {
         diskPath: want.disk,
         sizeBytes: want.sizeBytes,
         logPath,
-        checkpoint: want.checkpoint,
+        checkpoint,
         saveCheckpoint: (c) => this.saveCheckpoint(c),
         stamp: recordClock(BigInt(await this.tree.stamp()) * 1000n),
       });
@@ -179,9 +246,9 @@ export class ResourceController {
   }
 
   /** version-<seq>-<host> for a log this host wrote and sealed (docs/replication.md). */
-  private async publishVersion(logPath: string): Promise<void> {
+  private async publishVersion(logPath: string, end?: number): Promise<void> {
     const seq = seqOf(logPath);
-    const size = (await stat(logPath)).size;
+    const size = end ?? (await stat(logPath)).size;
     const previous = await this.tree.getValue(versionKey(this.resource, seq - 1, this.tree.host));
     await this.tree.set(versionKey(this.resource, seq, this.tree.host), versionValue(previous, path.basename(logPath), size));
   }
@@ -198,7 +265,13 @@ export class ResourceController {
     tick.unref();
   }
 
-  private async stopServing(): Promise<void> {
+  /**
+   * Close the exports (in-flight requests complete), drain writeback, close the log.
+   * Leaving the primary role also seals the log: its final length goes into our version
+   * link, so the next primary knows where our history ends. A daemon stop does not seal:
+   * the same host goes on with the same log after its restart.
+   */
+  private async stopServing(how: { seal: boolean }): Promise<void> {
     const serving = this.serving;
     if (!serving) return;
     this.serving = null;
@@ -206,7 +279,15 @@ export class ResourceController {
     await serving.server.close();
     await serving.engine.close();
     await rm(serving.socketPath, { force: true });
-    this.log(`resource ${this.resource}: stopped serving ${serving.socketPath}`);
+    // The final log end, not the one the ticker published up to a second ago.
+    const endKey = actualKey(this.resource, this.tree.host, 'log-end');
+    await this.tree.set(endKey, `${path.basename(serving.engine.logPath)},${(await stat(serving.engine.logPath)).size}`);
+    this.published.delete(endKey);
+    if (how.seal) await this.publishVersion(serving.engine.logPath);
+    // Until the indicators say so, the handover waits: tell it now, not at the next pass.
+    this.phase = { kind: 'attached' };
+    await this.publish();
+    this.log(`resource ${this.resource}: stopped serving ${serving.socketPath}${how.seal ? `, sealed ${path.basename(serving.engine.logPath)}` : ''}`);
   }
 
   private async saveCheckpoint(c: Checkpoint): Promise<void> {

@@ -35,8 +35,17 @@ export interface Desired {
   readonly disk: string;
   /** `size`, bytes. */
   readonly sizeBytes: number;
+  /** `todo-<host>/connect`: off after `marsadm disconnect` (a forced failover follows). */
+  readonly connect: boolean;
+  /**
+   * This host has everything other hosts wrote (history.ts caughtUp): as designated
+   * primary it may start serving. Until then it goes on fetching and replaying.
+   */
+  readonly caughtUp: boolean;
   /** Newest log file written by this host, as a path, if any. */
   readonly newestOwnLog: string | null;
+  /** That log has our version link: it is sealed and never appended to again. */
+  readonly newestOwnLogSealed: boolean;
   /** Highest log sequence number in the resource (any origin), 0 if none. */
   readonly maxSeq: number;
   /** `userspace/log-delete-below`: logs numbered below it are deleted everywhere (0 = none). */

@@ -4,6 +4,7 @@
  * roots on one machine this way; the protocol above is the same as over SSH.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,7 +16,15 @@ export interface PipeTransportOptions {
   /** The peer's NBD socket directory (for the sync view). */
   readonly runDirFor: (host: string) => string;
   readonly log?: (line: string) => void;
+  /**
+   * Fault injection for the cluster tier: while the file this names exists, the link to
+   * `peer` is cut (connects fail, an open link closes within 200 ms) — the pipe
+   * transport's stand-in for a cable pulled between two data centres.
+   */
+  readonly cutMarkerFor?: (peer: string) => string;
 }
+
+const CUT_POLL_MS = 200;
 
 /** dist/src/cli/main.js (or src/cli/main.ts under tsx) next to this file. */
 function cliEntry(): { args: string[] } {
@@ -27,6 +36,8 @@ function cliEntry(): { args: string[] } {
 
 export function pipeTransportFactory(opts: PipeTransportOptions): TransportFactory {
   return async (peer: PeerAddress): Promise<PeerTransport> => {
+    const marker = opts.cutMarkerFor?.(peer.host);
+    if (marker && existsSync(marker)) throw new Error(`link to ${peer.host} is cut (${marker} exists)`);
     const root = opts.rootFor(peer.host);
     const child = spawn(process.execPath, [...cliEntry().args, '--root', root, '--host', peer.host,
       'peer-serve', '--run-dir', opts.runDirFor(peer.host)], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -43,16 +54,22 @@ export function pipeTransportFactory(opts: PipeTransportOptions): TransportFacto
       child.once('spawn', resolve);
       child.once('error', (e) => reject(new Error(`cannot start peer-serve for ${peer.host}: ${e.message}`)));
     });
+    const close = (): void => {
+      child.stdin.destroy();
+      child.stdout.destroy();
+      if (child.exitCode === null) child.kill('SIGTERM');
+    };
+    if (marker) {
+      const watch = setInterval(() => { if (existsSync(marker)) close(); }, CUT_POLL_MS);
+      watch.unref();
+      void closed.then(() => clearInterval(watch));
+    }
     return {
       input: child.stdout,
       output: child.stdin,
       description: `pipe:${root}`,
       closed,
-      close: () => {
-        child.stdin.destroy();
-        child.stdout.destroy();
-        if (child.exitCode === null) child.kill('SIGTERM');
-      },
+      close,
     };
   };
 }

@@ -12,7 +12,7 @@
  *    differ, one chunk at a time, under the same mutex as replay steps.
  */
 import { constants } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
 import { replayLog, scanFileBatch } from '../dataplane/index.js';
@@ -36,6 +36,14 @@ export interface ReplicaOptions {
   readonly log: (line: string) => void;
   /** Called (throttled by the caller) when status() changed. */
   readonly onStatus: () => void;
+}
+
+/** What the daemon tells a running replica on every reconcile pass. */
+export interface ReplicaSwitches {
+  /** `todo-<host>/connect`: fetch from peers. Off (disconnect) stops fetching at once. */
+  readonly connect: boolean;
+  /** The /mars fill level is at or past the point where secondaries stop fetching. */
+  readonly emergency: boolean;
 }
 
 /** What the replica publishes in actual-<host>/*. */
@@ -86,6 +94,7 @@ export class Replica {
   private nextLogName: string | null = null;
   private state: Mutable<ReplicaStatus> = { fetching: false, replaying: false, syncing: false, fetchPos: '(none)', replayCode: '0', syncTarget: '(none)' };
   private syncTarget: LogPosition | null = null;
+  private switches: ReplicaSwitches = { connect: true, emergency: false };
 
   constructor(private readonly opts: ReplicaOptions) {}
 
@@ -103,8 +112,18 @@ export class Replica {
   }
 
   /** The tree changed: re-read switches, versions, the primary. */
-  kick(): void {
+  kick(switches?: ReplicaSwitches): void {
+    if (switches) this.switches = switches;
     this.wake.notify();
+  }
+
+  /**
+   * Fetching is allowed right now. Checked before every reply is stored, so that once
+   * `disconnect` has flipped the switch, the copy stops growing within one reply: a
+   * forced failover then takes over exactly what was there.
+   */
+  private mayFetch(): boolean {
+    return !this.stopped && this.switches.connect && !this.switches.emergency;
   }
 
   async stop(): Promise<void> {
@@ -132,12 +151,20 @@ export class Replica {
     return path.join(this.opts.tree.root, `resource-${this.resource}`, log);
   }
 
-  /** End offset of log `log` if its origin has sealed it (version-<seq>-<origin>). */
+  /**
+   * End offset of log `log` in the history we follow: where its origin sealed it
+   * (version-<seq>-<origin>), or, when the origin never did (it died and another host
+   * was made primary by force), where the designated primary finished it.
+   */
   private async sealedLength(log: string): Promise<number | null> {
     const name = parseLogName(log);
     if (!name) return null;
-    const v = parseVersion(await this.value(versionKey(this.resource, name.seq, name.origin)));
-    return v && v.log === log ? v.offset : null;
+    const own = parseVersion(await this.value(versionKey(this.resource, name.seq, name.origin)));
+    if (own && own.log === log) return own.offset;
+    const primary = await this.value(primaryKey(this.resource));
+    if (!primary || primary === name.origin || primary === '(none)') return null;
+    const finished = parseVersion(await this.value(versionKey(this.resource, name.seq, primary)));
+    return finished && finished.log === log ? finished.offset : null;
   }
 
   private async position(): Promise<LogPosition | null> {
@@ -178,7 +205,7 @@ export class Replica {
   private async fetchLoop(): Promise<void> {
     while (!this.stopped) {
       const pos = await this.position();
-      if (!pos || this.state.replayCode !== '0' || !(await this.switchOn('connect'))) {
+      if (!pos || this.state.replayCode !== '0' || !this.mayFetch() || !(await this.switchOn('connect'))) {
         this.setState({ fetching: false });
         await this.wake.wait(1000);
         continue;
@@ -252,7 +279,7 @@ export class Replica {
       const sealed = await this.sealedLength(log);
       const first = await this.readLog(conn, log, have, READ_BYTES, sealed === null ? LONG_POLL_MS : 0);
       const remote = Number(first.json['size']);
-      if (this.copyResets !== resets) return;
+      if (this.copyResets !== resets || !this.mayFetch()) return;
       if (remote < have) {
         await this.originShrank(log, remote, handle);
         return;
@@ -288,7 +315,7 @@ export class Replica {
     let previousWrite: Promise<void> = Promise.resolve();
     const slots = new Set<Promise<void>>();
     const limit = (): number => (at.sealed === null ? remote : Math.min(remote, at.sealed));
-    const going = (): boolean => failure === null && !ended && !this.stopped && this.copyResets === at.resets;
+    const going = (): boolean => failure === null && !ended && this.mayFetch() && this.copyResets === at.resets;
     const fetchOne = async (offset: number, length: number, afterWrite: Promise<void>): Promise<void> => {
       const reply = await this.readLog(conn, log, offset, length, 0);
       remote = Math.max(remote, Number(reply.json['size']));
@@ -371,11 +398,9 @@ export class Replica {
       }
       this.setState({ replaying: true });
       const sealed = await this.sealedLength(pos.log);
-      const origin = parseLogName(pos.log)!.origin;
-      const avail = origin === this.host
-        ? (await stat(this.copyPath(pos.log)).catch(() => null))?.size ?? 0
-        : await this.verifiedLength(pos.log, pos.offset);
-      if (pos.offset >= avail) {
+      const avail = await this.available(pos);
+      if (sealed !== null && (await this.beyondHistory(pos, sealed))) continue;
+      if (pos.offset >= avail || (sealed !== null && pos.offset >= sealed)) {
         if (sealed !== null && pos.offset >= sealed) {
           await this.switchLog(pos, sealed);
         } else {
@@ -384,15 +409,48 @@ export class Replica {
         }
         continue;
       }
-      await this.replayStep(pos, avail, sealed);
+      const bad = await this.replayStep(pos, avail, sealed);
+      if (bad) await this.verificationFailed(pos.log, bad.offset, bad.reason);
     }
     this.setState({ replaying: false });
   }
 
-  private async replayStep(pos: LogPosition, avail: number, sealed: number | null): Promise<void> {
+  /** Bytes of the local copy replay may use: a copy we fetched is verified first; our own log is ours. */
+  private async available(pos: LogPosition): Promise<number> {
+    if (parseLogName(pos.log)!.origin === this.host) return (await stat(this.copyPath(pos.log)).catch(() => null))?.size ?? 0;
+    return await this.verifiedLength(pos.log, pos.offset);
+  }
+
+  /**
+   * The history we follow ends `log` at `sealed`, but this host already has more of it on
+   * its disk: replay went past that point, or it is our own log and we wrote more (any of
+   * it may be on the disk). That is a split brain; replay stops here and never crosses it.
+   */
+  private async beyondHistory(pos: LogPosition, sealed: number): Promise<boolean> {
+    const own = parseLogName(pos.log)!.origin === this.host;
+    const mine = own ? await this.validLength(pos.log) : pos.offset;
+    if (mine <= sealed) return false;
+    const primary = (await this.value(primaryKey(this.resource))) ?? '(none)';
+    this.fail(-3, 'SplitBrain', `${this.host} has ${mine - sealed} bytes of ${pos.log} after offset ${sealed}, where ${primary}'s history ends it; ` +
+      `marsadm invalidate ${this.resource} here discards them`);
+    return true;
+  }
+
+  /** Length of the complete records of a log file (a crash may have left a torn tail). */
+  private async validLength(log: string): Promise<number> {
+    let at = 0;
+    for (;;) {
+      const r = await scanFileBatch(this.copyPath(log), { from: at, final: false, maxRecords: 4096 });
+      at = r.position;
+      if (r.status !== 'limit') return at;
+    }
+  }
+
+  /** Apply what is there; returns the first record that failed verification, if any. */
+  private async replayStep(pos: LogPosition, avail: number, sealed: number | null): Promise<{ offset: number; reason: string } | null> {
     const final = sealed !== null && avail >= sealed;
     const result = await this.mutex.run(() => replayLog(this.copyPath(pos.log), this.opts.disk, {
-      from: pos.offset, to: final ? 0 : avail, expectSeq: this.nextSeq, final,
+      from: pos.offset, to: final ? sealed : avail, expectSeq: this.nextSeq, final,
     }));
     const bad = result.status === 'corrupt' || result.status === 'damaged' || (final && result.status === 'torn');
     if (result.position > pos.offset) {
@@ -400,11 +458,9 @@ export class Replica {
       this.nextSeq = result.nextSeq;
       await this.savePosition(false);
     }
-    if (bad) {
-      await this.verificationFailed(pos.log, result.fault?.offset ?? result.position, result.fault?.reason ?? result.status);
-    } else if (result.position === pos.offset) {
-      await this.waitForFetch(200); // a record still being fetched
-    }
+    if (bad) return { offset: result.fault?.offset ?? result.position, reason: result.fault?.reason ?? result.status };
+    if (result.position === pos.offset) await this.waitForFetch(200); // a record still being fetched
+    return null;
   }
 
   /** A record failed verification: fetch the copy again, or stop if that was done already. */
@@ -432,26 +488,105 @@ export class Replica {
   /** Log done: publish our version link (it must match the origin's), move to the next log. */
   private async switchLog(pos: LogPosition, sealed: number): Promise<void> {
     const name = parseLogName(pos.log)!;
-    const tree = this.opts.tree;
-    const mine = versionValue(await this.value(versionKey(this.resource, name.seq - 1, this.host)), pos.log, sealed);
-    const theirs = parseVersion(await this.value(versionKey(this.resource, name.seq, name.origin)));
-    if (name.origin !== this.host && theirs && theirs.digest !== parseVersion(mine)!.digest) {
-      this.fail(-3, 'VersionMismatch', `version-${String(name.seq).padStart(9, '0')} of ${this.host} differs from ${name.origin}'s: the histories diverged (split brain?)`);
-      return;
-    }
-    if ((await this.value(versionKey(this.resource, name.seq, this.host))) !== mine) {
-      await tree.set(versionKey(this.resource, name.seq, this.host), mine);
-    }
+    const mine = await this.writeOwnVersion(pos.log, sealed);
+    if (mine === null) return;
     const next = this.nextLogName && parseLogName(this.nextLogName)!.seq === name.seq + 1
       ? this.nextLogName : await this.findNextLog(pos.log);
     if (!next) {
+      await this.detectOrphan(name.seq);
       await this.wake.wait(1000);
       return;
     }
+    if (!(await this.continuesOurHistory(next, name.seq, mine))) return;
     this.pos = { log: next, offset: 0 };
     this.nextSeq = 1;
     await this.savePosition(true);
     this.opts.log(`resource ${this.resource}: ${pos.log} replayed (${sealed} bytes); now ${next}`);
+  }
+
+  /**
+   * version-<seq>-<us> for a log replayed to `end`; it must equal the link of whoever
+   * ended the log in the history we follow. Returns our link's value, or null after a
+   * mismatch (replication stops).
+   */
+  private async writeOwnVersion(log: string, end: number): Promise<string | null> {
+    const name = parseLogName(log)!;
+    const mine = versionValue(await this.value(versionKey(this.resource, name.seq - 1, this.host)), log, end);
+    const theirs = parseVersion(await this.value(versionKey(this.resource, name.seq, name.origin)));
+    if (name.origin !== this.host && theirs && theirs.log === log && theirs.digest !== parseVersion(mine)!.digest) {
+      this.fail(-3, 'VersionMismatch', `version-${String(name.seq).padStart(9, '0')} of ${this.host} differs from ${name.origin}'s: the histories diverged (split brain?)`);
+      return null;
+    }
+    if ((await this.value(versionKey(this.resource, name.seq, this.host))) !== mine) {
+      await this.opts.tree.set(versionKey(this.resource, name.seq, this.host), mine);
+    }
+    return mine;
+  }
+
+  /**
+   * The next log's origin wrote it after ending log `seq` somewhere: its own link for
+   * `seq` says where. If that is not where we ended it, the next log continues another
+   * history (a split brain): replay stops before it.
+   */
+  private async continuesOurHistory(next: string, seq: number, mine: string): Promise<boolean> {
+    const origin = parseLogName(next)!.origin;
+    if (origin === this.host) return true;
+    const theirs = parseVersion(await this.value(versionKey(this.resource, seq, origin)));
+    if (!theirs) {
+      // The link travels in the tree, the log over the data path: give it time to arrive.
+      await this.wake.wait(500);
+      return false;
+    }
+    if (theirs.digest === parseVersion(mine)!.digest) return true;
+    this.fail(-3, 'SplitBrain', `${next} continues ${origin}'s history, which ended ${theirs.log} at ${theirs.offset}; ` +
+      `ours is ${parseVersion(mine)!.log} at ${parseVersion(mine)!.offset}: marsadm invalidate ${this.resource} here discards ours`);
+    return false;
+  }
+
+  /**
+   * No peer has log seq+1, yet the designated primary writes a later one: the logs we
+   * need were deleted before we got them. Only a full sync helps.
+   */
+  private async detectOrphan(seq: number): Promise<void> {
+    const primary = await this.value(primaryKey(this.resource));
+    if (!primary || primary === this.host || !this.opts.peers.link(primary)?.connection) return;
+    const end = parsePositionValue(await this.value(actualKey(this.resource, primary, 'log-end')));
+    const endSeq = end ? parseLogName(end.log)!.seq : 0;
+    if (endSeq <= seq + 1) return;
+    this.fail(-4, 'Orphan', `log ${seq + 1} is gone everywhere, and ${primary} writes log ${endSeq}: marsadm invalidate ${this.resource} copies the disk afresh`);
+  }
+
+  /**
+   * Forced failover (`primary --force`, after `disconnect`): replay what was fetched and
+   * verified here, following complete local logs, and stop there. Run after stop().
+   * Returns where this host's history now ends, or null if replay never started.
+   */
+  async finishLocal(): Promise<LogPosition | null> {
+    for (;;) {
+      const pos = await this.position();
+      if (!pos || this.state.replayCode !== '0') return pos;
+      const sealed = await this.sealedLength(pos.log);
+      const avail = await this.available(pos);
+      const end = sealed === null ? avail : Math.min(avail, sealed);
+      if (pos.offset < end) {
+        if ((await this.replayStep(pos, end, sealed)) !== null || this.pos!.offset === pos.offset) return this.pos;
+        continue;
+      }
+      const next = sealed !== null && pos.offset >= sealed ? await this.localNextLog(pos.log) : null;
+      if (!next || (await this.writeOwnVersion(pos.log, sealed!)) === null) return pos;
+      this.pos = { log: next, offset: 0 };
+      this.nextSeq = 1;
+      await this.savePosition(true);
+    }
+  }
+
+  /** Log seq+1 if a copy of it is here already. */
+  private async localNextLog(log: string): Promise<string | null> {
+    const seq = parseLogName(log)!.seq + 1;
+    const prefix = `log-${String(seq).padStart(9, '0')}-`;
+    const files = await readdir(path.dirname(this.copyPath(log))).catch(() => [] as string[]);
+    const found = files.filter((f) => f.startsWith(prefix) && parseLogName(f));
+    return found.length === 1 ? found[0]! : null;
   }
 
   private async savePosition(force: boolean): Promise<void> {
@@ -481,7 +616,7 @@ export class Replica {
       const done = progress?.done ?? Number(stored?.value ?? this.opts.sizeBytes);
       const primary = await this.value(primaryKey(this.resource));
       const conn = primary && primary !== this.host ? this.opts.peers.link(primary)?.connection : null;
-      if (done >= this.opts.sizeBytes || this.state.replayCode !== '0' || !conn || !(await this.switchOn('sync'))) {
+      if (done >= this.opts.sizeBytes || this.state.replayCode !== '0' || !conn || !this.mayFetch() || !(await this.switchOn('sync'))) {
         if (progress) await this.publishSync(syncKey, progress);
         ahead = null;
         this.setState({ syncing: false });

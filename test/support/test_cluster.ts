@@ -3,7 +3,8 @@
  * daemons that reach each other over the pipe transport (docs/peer-protocol.md).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 
 import { tempDir, type TempDir } from './tmp.js';
 import { TestHost } from './test_host.js';
@@ -29,6 +30,29 @@ export class TestCluster {
     const h = this.hosts.find((x) => x.name === name);
     if (!h) throw new Error(`no host ${name} in this cluster`);
     return h;
+  }
+
+  /**
+   * Cut the links between a and b in both directions (the pipe transport's cut markers,
+   * src/peer/pipe_transport.ts): connects fail and open links close within 200 ms.
+   */
+  cut(a: TestHost, b: TestHost): void {
+    writeFileSync(path.join(a.runDir, `cut-${b.name}`), '');
+    writeFileSync(path.join(b.runDir, `cut-${a.name}`), '');
+  }
+
+  heal(a: TestHost, b: TestHost): void {
+    rmSync(path.join(a.runDir, `cut-${b.name}`), { force: true });
+    rmSync(path.join(b.runDir, `cut-${a.name}`), { force: true });
+  }
+
+  /** Cut `h` off from every other host. */
+  isolate(h: TestHost): void {
+    for (const other of this.hosts) if (other !== h) this.cut(h, other);
+  }
+
+  rejoin(h: TestHost): void {
+    for (const other of this.hosts) if (other !== h) this.heal(h, other);
   }
 
   async remove(): Promise<void> {

@@ -91,6 +91,10 @@ async function checkPlanned(h: Handover): Promise<void> {
   if (!(await daemonAlive(h.tree))) {
     throw new CommandError(`the daemon on ${me} is not running; start it (systemctl start phobos-daemon, or marsadm daemon) and retry`);
   }
+  if ((await get(h, todoKey(res, me, 'connect'))) === '0') {
+    throw new CommandError(`${me} is disconnected from its peers (marsadm disconnect): a planned handover needs them; ` +
+      `marsadm connect ${res} first, or fail over with what this host has: marsadm primary --force ${res}`);
+  }
   const code = (await get(h, actualKey(res, me, 'replay-code'))) ?? '0';
   if (code.startsWith('-')) {
     throw new CommandError(`replay of ${res} on ${me} has an error (${code}); see marsadm view ${res}, and repair it (marsadm invalidate ${res}) before a handover`);
