@@ -41,5 +41,10 @@ export interface CommandSpec {
   readonly maxArgs: number;
   /** Section in the command list. */
   readonly group: CommandGroup;
+  /**
+   * The verb changes the tree, a disk or a role: hooks run around it (hooks.ts). Views,
+   * waits and log readers leave it unset.
+   */
+  readonly changesState?: boolean;
   readonly load: () => Promise<CommandRun>;
 }

@@ -1,6 +1,7 @@
 /** Help texts, built from the command table so they never drift from it. */
 import { COMMAND_GROUPS, type CommandGroup, type CommandSpec } from './command.js';
 import { COMMANDS } from './command_table.js';
+import { DEFAULT_HOOK_DIR } from './hooks.js';
 import { GLOBAL_OPTIONS, type OptionSpec } from './options.js';
 
 function optionLines(specs: readonly OptionSpec[]): string[] {
@@ -23,6 +24,8 @@ export function overview(): string {
     }
   }
   lines.push('', 'Options (with every command):', ...optionLines(GLOBAL_OPTIONS), '',
+    'Environment: PHOBOS_HOOK_DIR (hook scripts, default ' + DEFAULT_HOOK_DIR + '), PHOBOS_COMMAND_LOG (also append',
+    'the command log to this file), PHOBOS_NO_SYSLOG=1 (do not log commands through logger(1)).', '',
     'Run `marsadm COMMAND --help` for a command\'s own options.');
   return lines.join('\n') + '\n';
 }
@@ -31,6 +34,10 @@ export function commandHelp(c: CommandSpec): string {
   const lines = [`usage: marsadm ${c.name} ${c.synopsis}`.trimEnd(), '', c.summary];
   if (c.details) lines.push('', c.details);
   if (c.options?.length) lines.push('', 'Options:', ...optionLines(c.options));
+  if (c.changesState) {
+    lines.push('', `Hooks: hook-pre-${c.name} and hook-post-${c.name} in $PHOBOS_HOOK_DIR (default ${DEFAULT_HOOK_DIR})`,
+      'run before and after it when executable; a failing pre hook stops the command.');
+  }
   lines.push('', 'Global options: see `marsadm help`.');
   return lines.join('\n') + '\n';
 }

@@ -1,21 +1,27 @@
 #!/usr/bin/env node
 /**
  * marsadm: the Phobos admin tool. Parses the command line, finds the verb in the command
- * table, runs it, and turns any failure into one line and an exit status (errors.ts).
+ * table, runs it between its hooks (hooks.ts), turns any failure into one line and an exit
+ * status (errors.ts), and logs the command with its outcome (command_log.ts).
  */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 
-import type { CommandContext } from './command.js';
+import { resolveTreeLocation } from '../tree/tree_location.js';
+import type { CommandContext, CommandSpec } from './command.js';
+import { logCommand } from './command_log.js';
 import { findCommand } from './command_table.js';
 import { EXIT_FAILED, EXIT_USAGE, isOperatorError, UsageError } from './errors.js';
 import { commandHelp, overview } from './help_text.js';
-import { parseCommandLine } from './options.js';
+import { runPostHook, runPreHook, type CommandOutcome } from './hooks.js';
+import { parseCommandLine, type OptionValues } from './options.js';
 
 export async function main(argv: readonly string[], out: NodeJS.WritableStream = process.stdout,
   err: NodeJS.WritableStream = process.stderr): Promise<number> {
-  try {
+  let options: OptionValues = {};
+  const outcome = await settle(async () => {
     const line = parseCommandLine(argv, (name) => findCommand(name)?.options ?? []);
+    options = line.options;
     if (line.command === undefined) {
       out.write(overview());
       return line.options['help'] ? 0 : EXIT_USAGE;
@@ -32,15 +38,51 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
       throw new UsageError(`marsadm ${spec.name}: expected ${spec.synopsis || 'no arguments'}, ` +
         `got ${line.args.length} argument(s); see \`marsadm ${spec.name} --help\``);
     }
-    const ctx: CommandContext = { args: line.args, options: line.options, out, err };
-    return await (await spec.load())(ctx);
+    return runCommand(spec, { args: line.args, options: line.options, out, err });
+  });
+  if (outcome.error !== undefined) err.write(`${outcome.error}\n`);
+  if (argv.length > 0) await logCommand({ argv, host: actingHost(options), ...outcome }, err);
+  return outcome.exitCode;
+}
+
+/**
+ * The verb between its hooks. Hooks run only for verbs that change state, and not with
+ * --dry-run (a hook may change things itself). The post hook sees the failure too.
+ */
+async function runCommand(spec: CommandSpec, ctx: CommandContext): Promise<number> {
+  const hooked = spec.changesState === true && !ctx.options['dry-run'];
+  if (hooked) await runPreHook(spec, ctx);
+  const outcome = await settle(async () => (await spec.load())(ctx));
+  if (hooked) await runPostHook(spec, ctx, outcome);
+  if (outcome.error !== undefined) throw new ReportedFailure(outcome);
+  return outcome.exitCode;
+}
+
+/** A verb's failure that has been through the post hook, carried up unchanged. */
+class ReportedFailure extends Error {
+  constructor(readonly outcome: CommandOutcome) {
+    super(outcome.error);
+  }
+}
+
+/** Run fn and turn what it threw into an exit status and the line to print. */
+async function settle(fn: () => Promise<number>): Promise<CommandOutcome> {
+  try {
+    return { exitCode: await fn() };
   } catch (error) {
-    if (isOperatorError(error)) {
-      err.write(`${error.message}\n`);
-      return error.exitCode;
-    }
-    err.write(`marsadm: ${(error as Error).message ?? String(error)}\n`);
-    return error instanceof Error && 'code' in error && error.code === 'EPHOBOS_ARG' ? EXIT_USAGE : EXIT_FAILED;
+    if (error instanceof ReportedFailure) return error.outcome;
+    if (isOperatorError(error)) return { exitCode: error.exitCode, error: error.message };
+    const coded = error instanceof Error && 'code' in error && error.code === 'EPHOBOS_ARG';
+    return { exitCode: coded ? EXIT_USAGE : EXIT_FAILED, error: `marsadm: ${(error as Error).message ?? String(error)}` };
+  }
+}
+
+/** The host the command acted as, for the log; the raw option when it is not a valid name. */
+function actingHost(options: OptionValues): string {
+  try {
+    return resolveTreeLocation({ host: options['host'] as string | undefined }).host;
+  } catch {
+    return String(options['host'] ?? process.env['MARS_HOST'] ?? '?');
   }
 }
 

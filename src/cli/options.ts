@@ -31,6 +31,14 @@ export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
 
 export type OptionValues = Record<string, string | number | boolean | undefined>;
 
+/** --timeout default, seconds. */
+export const DEFAULT_TIMEOUT_S = 60;
+
+/** --timeout in ms. Here, not in tree_access.ts, so hooks can use it without loading the tree. */
+export function timeoutMs(ctx: { readonly options: OptionValues }): number {
+  return Number(ctx.options['timeout'] ?? DEFAULT_TIMEOUT_S) * 1000;
+}
+
 export interface ParsedLine {
   readonly command: string | undefined;
   readonly args: string[];

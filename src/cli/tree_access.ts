@@ -7,11 +7,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { hostActualKey, MarsTree, resolveTreeLocation, sizeKey } from '../tree/index.js';
 import type { CommandContext } from './command.js';
 import { CommandError } from './errors.js';
+import { timeoutMs } from './options.js';
 
-/** --timeout default, seconds. */
-export const DEFAULT_TIMEOUT_S = 60;
+export { DEFAULT_TIMEOUT_S, timeoutMs } from './options.js';
+
 /** A daemon whose actual-<host>/time is older than this is not running, ms. */
-const ALIVE_WINDOW_MS = 10_000;
+export const ALIVE_WINDOW_MS = 10_000;
 
 export async function openTree(ctx: CommandContext, options: { create?: boolean; requireCluster?: boolean } = {}): Promise<MarsTree> {
   const location = resolveTreeLocation({ root: ctx.options['root'] as string | undefined, host: ctx.options['host'] as string | undefined });
@@ -25,10 +26,6 @@ export async function openTree(ctx: CommandContext, options: { create?: boolean;
     }
     throw new CommandError(e.message, 1, { cause: error });
   }
-}
-
-export function timeoutMs(ctx: CommandContext): number {
-  return Number(ctx.options['timeout'] ?? DEFAULT_TIMEOUT_S) * 1000;
 }
 
 /** Is the daemon on host publishing its liveness? */

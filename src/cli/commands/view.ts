@@ -4,7 +4,9 @@
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
+import { findSplitBrain, type SplitBrain } from '../../replication/split_brain.js';
 import {
   actualKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, type MarsTree,
 } from '../../tree/index.js';
@@ -12,10 +14,19 @@ import type { CommandContext, CommandRun } from '../command.js';
 import { CommandError } from '../errors.js';
 import { formatBytes } from '../format.js';
 import { daemonAlive, openTree } from '../tree_access.js';
+import { flowPercent, flowRate, flowState, remainSeconds, type Flow } from './_flows.js';
+import { memberHistories } from './_member_histories.js';
 
 export type Role = 'Primary' | 'Secondary' | 'None';
-export type DiskState = 'UpToDate' | 'Inconsistent' | 'Detached' | 'Failed';
-export type ReplState = 'Logging' | 'Replaying' | 'PausedReplay' | 'Detached' | 'DefectiveLog' | 'VersionMismatch' | 'SplitBrain';
+/** Outdated: consistent but old, the state an Orphan is left in. */
+export type DiskState = 'UpToDate' | 'Inconsistent' | 'Outdated' | 'Detached' | 'Failed';
+/**
+ * VersionMismatch and SplitBrain: replay stopped at a diverging version link (replay-code
+ * -3). Orphan: the primary has logs this host can no longer get (-4; repair: invalidate).
+ * Emergency: logging for the resource stopped for lack of space (actual-<host>/emergency).
+ */
+export type ReplState = 'Logging' | 'Replaying' | 'PausedReplay' | 'Detached' | 'DefectiveLog' | 'VersionMismatch' |
+  'SplitBrain' | 'Orphan' | 'Emergency';
 
 /** One host's part in a resource. */
 export interface HostView {
@@ -56,6 +67,8 @@ export interface ResourceView {
   readonly sizeBytes: number;
   readonly primary: string;
   readonly hosts: HostView[];
+  /** The members' version histories diverge: the split point and each side's extra bytes. */
+  readonly splitBrain: SplitBrain | null;
 }
 
 /** The tree as one map, read in one walk: a view never mixes two moments much. */
@@ -95,6 +108,11 @@ export class TreeSnapshot {
     return this.map.get(key) ?? undefined;
   }
 
+  /** Live links whose key starts with prefix (tombstones left out). */
+  *entries(prefix: string): Iterable<readonly [string, string]> {
+    for (const [key, value] of this.map) if (value !== null && key.startsWith(prefix)) yield [key, value];
+  }
+
   /** Resources whose size is set (deleted ones keep only tombstones). */
   resources(): string[] {
     return [...this.index.keys()].sort();
@@ -126,6 +144,7 @@ export async function resourceView(snap: TreeSnapshot, res: string): Promise<Res
     sizeBytes: Number(snap.value(sizeKey(res)) ?? 0),
     primary,
     hosts: await Promise.all(snap.hosts(res).map((h) => hostView(snap, res, h, primary))),
+    splitBrain: findSplitBrain(memberHistories(snap, res, snap.hosts(res))),
   };
 }
 
@@ -158,18 +177,21 @@ async function hostView(snap: TreeSnapshot, res: string, host: string, primary: 
   const syncedBytes = Number(get(resourceKey(res, `syncstatus-${host}`)) || sizeBytes);
   const target = get(actualKey(res, host, 'sync-target'));
   const syncTarget = target && target !== '(none)' ? target : null;
-  const reason = failed ? /^-[0-9]+,([A-Za-z]+)/.exec(replayCode)?.[1] : undefined;
-  const failure: ReplState = reason === 'VersionMismatch' || reason === 'SplitBrain' ? reason : 'DefectiveLog';
+  const failure = failureState(replayCode, isPrimary);
+  const emergency = isEmergency(get(actualKey(res, host, 'emergency')), get(actualKey(res, host, 'is-emergency')));
+  // Synced and past any sync target. An Orphan's disk stays usable: consistent, only old.
+  const usable = attached && syncedBytes >= sizeBytes && !syncTarget;
   return {
     host,
     role: isPrimary ? 'Primary' : attached ? 'Secondary' : 'None',
     designatedPrimary: primary === host,
-    diskState: failed ? 'Failed' : !attached ? 'Detached' : syncedBytes < sizeBytes || syncTarget ? 'Inconsistent' : 'UpToDate',
-    replState: failed ? failure : !attached ? 'Detached' : isPrimary ? 'Logging' : replay ? 'Replaying' : 'PausedReplay',
+    diskState: failure === 'Orphan' ? (usable ? 'Outdated' : 'Failed') : failed ? 'Failed' : !attached ? 'Detached'
+      : usable ? 'UpToDate' : 'Inconsistent',
+    replState: failure ?? (emergency ? 'Emergency' : !attached ? 'Detached' : isPrimary ? 'Logging' : replay ? 'Replaying' : 'PausedReplay'),
     flags: `${sync ? 'S' : '-'}${fetch ? 'F' : '-'}${attach ? 'A' : '-'}${replay ? 'R' : '-'}`,
     device: device && device !== '(none)' ? device : null,
     openCount: Number(get(actualKey(res, host, 'open-count')) || 0),
-    consistent: attached && !failed && syncedBytes >= sizeBytes && !syncTarget,
+    consistent: usable && (!failed || failure === 'Orphan'),
     log,
     logBytes,
     replayPosition,
@@ -187,6 +209,22 @@ async function hostView(snap: TreeSnapshot, res: string, host: string, primary: 
   };
 }
 
+/**
+ * The replstate a negative replay-code stands for, or null when replay is fine. A replica
+ * shows why it stopped (the reason word after the code); anything else is DefectiveLog.
+ */
+function failureState(replayCode: string, isPrimary: boolean): ReplState | null {
+  if (!replayCode.startsWith('-')) return null;
+  const reason = /^-[0-9]+,([A-Za-z]+)/.exec(replayCode)?.[1];
+  const known = reason === 'VersionMismatch' || reason === 'SplitBrain' || reason === 'Orphan';
+  return known && !isPrimary ? reason : 'DefectiveLog';
+}
+
+/** actual-<host>/emergency above 0 (MARS counts levels 1-4), or the is-emergency flag. */
+function isEmergency(level: string, flag: string): boolean {
+  return (level !== '' && level !== '0') || flag === '1';
+}
+
 async function views(ctx: CommandContext): Promise<{ tree: MarsTree; list: ResourceView[] }> {
   const tree = await openTree(ctx);
   const snap = await TreeSnapshot.take(tree);
@@ -199,6 +237,7 @@ async function views(ctx: CommandContext): Promise<{ tree: MarsTree; list: Resou
 
 function viewText(v: ResourceView, self: string): string {
   const lines = [`--------- resource ${v.resource} (${formatBytes(v.sizeBytes)}), primary ${v.primary}`];
+  if (v.splitBrain) lines.push(splitBrainText(v.resource, v.splitBrain));
   for (const h of v.hosts) {
     const device = h.device ? `  device ${h.device} (opened ${h.openCount})` : '';
     const fetch = h.role === 'Secondary' ? `, fetch rest ${formatBytes(h.fetchRest)}` : '';
@@ -216,6 +255,13 @@ function viewText(v: ResourceView, self: string): string {
   return lines.join('\n') + '\n';
 }
 
+/** `SPLIT BRAIN after log-000000004-alpha: alpha 12.0 MiB, beta 3.0 MiB only on that side; ...` */
+function splitBrainText(res: string, split: SplitBrain): string {
+  const sides = split.hosts.map((h) => `${h.host} ${formatBytes(h.bytesAfterSplit)}`).join(', ');
+  return `SPLIT BRAIN after ${split.after ?? '(no common log)'}: ${sides} only on that side; ` +
+    `on each host whose version is to go: marsadm invalidate ${res}`;
+}
+
 /** marsadm view [RES] */
 export async function run(ctx: CommandContext): Promise<number> {
   const { tree, list } = await views(ctx);
@@ -224,9 +270,15 @@ export async function run(ctx: CommandContext): Promise<number> {
   return 0;
 }
 
-/** The macros: one value per resource for this host (or the resource-wide value). */
+/** A macro's value for one resource, from this host's view of it (h) or the resource-wide one. */
+type Pick = (v: ResourceView, h: HostView | undefined) => string | number;
+/** A rate-like macro's value from two views of this host, elapsedMs apart. */
+type SampledPick = (before: HostView | undefined, after: HostView | undefined, elapsedMs: number) => number;
+
+const FLOWS: readonly Flow[] = ['sync', 'fetch', 'replay'];
+
 /** What each macro prints; their help text is in the command table. */
-export const VIEW_MACROS: Readonly<Record<string, { readonly pick: (v: ResourceView, h: HostView | undefined) => string | number }>> = {
+export const VIEW_MACROS: Readonly<Record<string, { readonly pick: Pick }>> = {
   'view-role': { pick: (_v, h) => h?.role ?? 'None' },
   'view-state': { pick: (_v, h) => `${h?.diskState ?? 'Detached'}/${h?.replState ?? 'Detached'}` },
   'view-diskstate': { pick: (_v, h) => h?.diskState ?? 'Detached' },
@@ -236,18 +288,61 @@ export const VIEW_MACROS: Readonly<Record<string, { readonly pick: (v: ResourceV
   'view-get-primary': { pick: (v) => v.primary },
   'view-is-consistent': { pick: (_v, h) => (h?.consistent ? 1 : 0) },
   'view-device-opened': { pick: (_v, h) => h?.openCount ?? 0 },
+  'view-is-split-brain': { pick: (v) => (v.splitBrain ? 1 : 0) },
+  'view-sync-rest': { pick: (_v, h) => flowState(h, 'sync').rest },
   'view-replay-rest': { pick: (_v, h) => h?.replayRest ?? 0 },
   'view-fetch-rest': { pick: (_v, h) => h?.fetchRest ?? 0 },
+  ...Object.fromEntries(FLOWS.map((f) => [`view-${f}-percent`, { pick: (_v: ResourceView, h: HostView | undefined) => flowPercent(flowState(h, f)) }])),
 };
 
+/** Macros that need two samples: the daemon publishes positions, not speeds. */
+export const SAMPLED_MACROS: Readonly<Record<string, { readonly pick: SampledPick }>> = Object.fromEntries(FLOWS.flatMap((f) => [
+  [`view-${f}-rate`, { pick: (a: HostView | undefined, b: HostView | undefined, ms: number) => flowRate(flowState(a, f), flowState(b, f), ms) }],
+  [`view-${f}-remain`, {
+    pick: (a: HostView | undefined, b: HostView | undefined, ms: number) =>
+      remainSeconds(flowState(b, f).rest, flowRate(flowState(a, f), flowState(b, f), ms)),
+  }],
+]));
+
+/** --sample-ms default: long enough to see a busy flow move, short enough for a prompt. */
+export const DEFAULT_SAMPLE_MS = 1000;
+
+interface MacroRow {
+  readonly resource: string;
+  readonly host: string;
+  readonly value: string | number;
+}
+
+/** The run function of view-<name>: one value per resource for this host. */
 export function macro(name: string): CommandRun {
-  const { pick } = VIEW_MACROS[name]!;
   return async (ctx) => {
-    const { tree, list } = await views(ctx);
-    const rows = list.map((v) => ({ resource: v.resource, host: tree.host, value: pick(v, v.hosts.find((h) => h.host === tree.host)) }));
+    const rows = name in SAMPLED_MACROS ? await sampledRows(ctx, SAMPLED_MACROS[name]!.pick) : await rowsOf(ctx, VIEW_MACROS[name]!.pick);
     if (ctx.options['json']) ctx.out.write(`${JSON.stringify(ctx.args[0] !== undefined ? rows[0] : rows)}\n`);
     else if (ctx.args[0] !== undefined) ctx.out.write(`${rows[0]!.value}\n`);
     else for (const r of rows) ctx.out.write(`${r.resource} ${r.value}\n`);
     return 0;
   };
+}
+
+async function rowsOf(ctx: CommandContext, pick: Pick): Promise<MacroRow[]> {
+  const { tree, list } = await views(ctx);
+  return list.map((v) => ({ resource: v.resource, host: tree.host, value: pick(v, mine(v, tree.host)) }));
+}
+
+/** Two views --sample-ms apart; a resource that vanished in between is left out. */
+async function sampledRows(ctx: CommandContext, pick: SampledPick): Promise<MacroRow[]> {
+  const first = await views(ctx);
+  const startedMs = Date.now();
+  await sleep(Number(ctx.options['sample-ms'] ?? DEFAULT_SAMPLE_MS));
+  const second = await views(ctx);
+  const elapsedMs = Date.now() - startedMs;
+  const host = second.tree.host;
+  return second.list.flatMap((after) => {
+    const before = first.list.find((v) => v.resource === after.resource);
+    return before ? [{ resource: after.resource, host, value: pick(mine(before, host), mine(after, host), elapsedMs) }] : [];
+  });
+}
+
+function mine(v: ResourceView, host: string): HostView | undefined {
+  return v.hosts.find((h) => h.host === host);
 }
