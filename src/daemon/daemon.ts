@@ -16,6 +16,7 @@ import {
 import { acquireFileLock, LockTimeoutError } from '../dataplane/index.js';
 import { PeerManager } from '../peer/index.js';
 import { caughtUp, sealedByUs } from './history.js';
+import { DEFAULT_THRESHOLDS, parseThresholds, SpaceMonitor } from './space.js';
 import { ResourceController, seqOf } from './resource_controller.js';
 import type { DaemonOptions, Desired } from './types.js';
 
@@ -30,11 +31,14 @@ export class Daemon {
   private stopping = false;
   private readonly log: (line: string) => void;
   private readonly runDir: string;
+  private readonly space: SpaceMonitor;
+  private badThresholds = '';
 
   private constructor(private readonly tree: MarsTree, private readonly opts: DaemonOptions) {
     this.runDir = opts.runDir ?? '/run/phobos';
     const prefix = `phobos-daemon[${tree.host}]`;
     this.log = opts.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} ${prefix}: ${line}\n`));
+    this.space = new SpaceMonitor(tree.root, this.log);
   }
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
@@ -136,6 +140,7 @@ export class Daemon {
     // One values-only walk per pass: per-key reads cost ~0.3 ms each, and a pass would
     // otherwise read ~8 keys for every resource every second.
     const values = await this.tree.values('');
+    await this.sampleSpace(values);
     await this.peers?.refresh();
     const resources = new Set(await this.tree.listResources());
     for (const [res, controller] of this.controllers) {
@@ -160,6 +165,23 @@ export class Daemon {
       }
       await controller.reconcile(want);
     }
+  }
+
+  /**
+   * The emergency level of the log area, with the thresholds from
+   * `defaults-<host>/emergency-free` or `userspace/emergency-free` (docs/emergency.md).
+   */
+  private async sampleSpace(values: ReadonlyMap<string, string | null>): Promise<void> {
+    const host = this.tree.host;
+    const configured = values.get(`defaults-${host}/emergency-free`) ?? values.get('userspace/emergency-free') ?? undefined;
+    const thresholds = parseThresholds(configured) ?? DEFAULT_THRESHOLDS;
+    if (configured && !parseThresholds(configured) && configured !== this.badThresholds) {
+      this.badThresholds = configured;
+      this.log(`emergency-free '${configured}' is not four decreasing percentages like 10,7,5,2; using ${DEFAULT_THRESHOLDS.join(',')}`);
+    }
+    const level = await this.space.sample(thresholds);
+    const key = hostActualKey(host, 'emergency-level');
+    if (values.get(key) !== String(level)) await this.tree.set(key, String(level));
   }
 
   /** What the tree asks for res on this host; null if this host has no disk for it. */
@@ -187,6 +209,8 @@ export class Daemon {
       newestOwnLogSealed: newestOwn !== null && sealedByUs(res, host, newestOwn, values),
       maxSeq: logs.reduce((max, f) => Math.max(max, seqOf(f)), 0),
       deleteBelow: Number(value(`resource-${res}/userspace/log-delete-below`) ?? 0),
+      emergencyLevel: this.space.level,
+      wasEmergency: value(actualKey(res, host, 'emergency')) === '1',
       checkpoint: m ? { logPath: path.join(dir, m[1]!), position: Number(m[2]) } : null,
     };
   }

@@ -13,12 +13,15 @@ import path from 'node:path';
 import { scanFileBatch, UserEngine, type Checkpoint } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
 import { syncSocketPath, type PeerManager } from '../peer/index.js';
+import { parseReplayValue } from '../replication/log_names.js';
 import { Replica } from '../replication/replica.js';
 import { versionValue } from '../replication/versions.js';
 import { actualKey, replayKey, versionKey, type MarsTree } from '../tree/index.js';
 import type { Desired, ResourcePhase } from './types.js';
 
 const RETRY_FAILED_MS = 60_000;
+/** Log numbers skipped after writes that bypassed the log (emergency mode). */
+const EMERGENCY_GAP = 11;
 
 interface Serving {
   readonly engine: UserEngine;
@@ -37,6 +40,8 @@ export class ResourceController {
   private failedInputs: string | null = null;
   private failedAt = 0;
   private readonly published = new Map<string, string>();
+  /** Logging (primary) or fetching (secondary) stopped for lack of space. */
+  private emergency = false;
 
   constructor(
     readonly resource: string,
@@ -60,9 +65,11 @@ export class ResourceController {
       await this.stopServing({ seal: true });
       await this.sealLeftOwnLog(want);
       this.runReplica(want);
+      if (want.emergencyLevel >= 2) await this.dropReplayedLogs();
       this.phase = this.replica ? { kind: 'secondary' } : { kind: 'attached' };
     } else if (this.serving) {
-      await this.followRotation(want);
+      await this.followEmergency(want);
+      if (this.serving.engine.logging) await this.followRotation(want);
     } else if (!this.shouldRetry(want)) {
       // A failed start: wait for changed inputs or the retry interval.
     } else if (this.continuesOwnLog(want)) {
@@ -75,6 +82,7 @@ export class ResourceController {
     } else {
       const logPath = await this.endHistoryHere(want);
       await this.startServing(want, logPath, null);
+      if (this.serving) await this.followEmergency(want);
     }
     await this.deleteLogsBelow(want.deleteBelow);
     await this.publish();
@@ -98,9 +106,54 @@ export class ResourceController {
       const end = await replica.finishLocal();
       if (end) await this.finishForeignLog(end.log, end.offset);
     }
+    return await this.nextLogPath(want.wasEmergency);
+  }
+
+  /**
+   * The next log of ours: one past the highest log here, or EMERGENCY_GAP past it after
+   * writes that bypassed the log (emergency mode). Secondaries then find no next log and
+   * report Orphan instead of replaying a history with writes missing.
+   */
+  private async nextLogPath(afterEmergency: boolean): Promise<string> {
     const dir = path.join(this.tree.root, `resource-${this.resource}`);
     const logs = (await readdir(dir).catch(() => [] as string[])).filter((f) => seqOf(f) >= 0);
-    return path.join(dir, logName(logs.reduce((max, f) => Math.max(max, seqOf(f)), 0) + 1, this.tree.host));
+    const max = logs.reduce((m, f) => Math.max(m, seqOf(f)), 0);
+    return path.join(dir, logName(max + (afterEmergency ? EMERGENCY_GAP : 1), this.tree.host));
+  }
+
+  /**
+   * Level 4 on the primary: seal the log and write straight to the disk. Below it again
+   * (space.ts leaves a level only with a margin): log into a new log after the gap.
+   */
+  private async followEmergency(want: Desired): Promise<void> {
+    const serving = this.serving!;
+    if (want.emergencyLevel >= 4 && serving.engine.logging) {
+      const sealed = serving.engine.logPath;
+      await serving.engine.ceaseLogging();
+      await this.publishVersion(sealed);
+      this.emergency = true;
+      this.log(`resource ${this.resource}: EMERGENCY: log area nearly full; logging ceased after ${path.basename(sealed)}, ` +
+        `writes go to ${want.disk} only; secondaries will need \`marsadm invalidate ${this.resource}\``);
+    } else if (want.emergencyLevel < 4 && !serving.engine.logging) {
+      const next = await this.nextLogPath(true);
+      await serving.engine.resumeLogging(next);
+      this.emergency = false;
+      this.phase = { kind: 'primary', socketPath: serving.socketPath, logPath: next };
+      this.log(`resource ${this.resource}: space is back: logging again into ${path.basename(next)}`);
+    }
+  }
+
+  /** Level 2 on a secondary: delete our copies of logs replay has finished with. */
+  private async dropReplayedLogs(): Promise<void> {
+    const replay = parseReplayValue(await this.tree.getValue(replayKey(this.resource, this.tree.host)));
+    if (!replay) return;
+    const dir = path.join(this.tree.root, `resource-${this.resource}`);
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      if (seqOf(f) >= 0 && seqOf(f) < seqOf(replay.log)) {
+        await rm(path.join(dir, f), { force: true });
+        this.log(`resource ${this.resource}: emergency: deleted ${f} (replayed here)`);
+      }
+    }
   }
 
   /** version-<seq>-<us> ending `log` at `offset`, and later logs of other origins dropped here. */
@@ -149,7 +202,8 @@ export class ResourceController {
 
   /** Replicate from peers while secondary (a host running alone has no peers). */
   private runReplica(want: Desired): void {
-    const switches = { connect: want.connect, emergency: false };
+    const switches = { connect: want.connect, emergency: want.emergencyLevel >= 3 };
+    this.emergency = switches.emergency;
     if (this.replica) {
       this.replica.kick(switches);
       return;
@@ -308,6 +362,7 @@ export class ResourceController {
       'is-copying': replica?.fetching ? '1' : '0',
       'is-replaying': replica?.replaying ? '1' : '0',
       'is-syncing': replica?.syncing ? '1' : '0',
+      'emergency': this.emergency && phase.kind !== 'detached' ? '1' : '0',
     };
     if (replica) values['fetch-pos'] = replica.fetchPos;
     if (this.serving) values['log-end'] = `${path.basename(this.serving.engine.logPath)},${this.serving.engine.logPosition}`;

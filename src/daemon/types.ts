@@ -4,6 +4,7 @@
  * indicators (`actual-<host>/*`), as MARS's kernel part does (reference/mars.md 1.3-1.4).
  */
 import type { TransportFactory } from '../peer/index.js';
+import type { EmergencyLevel } from './space.js';
 
 export interface DaemonOptions {
   /** The tree root. */
@@ -50,6 +51,10 @@ export interface Desired {
   readonly maxSeq: number;
   /** `userspace/log-delete-below`: logs numbered below it are deleted everywhere (0 = none). */
   readonly deleteBelow: number;
+  /** Emergency level of the log area on this host, 0-4 (space.ts, docs/emergency.md). */
+  readonly emergencyLevel: EmergencyLevel;
+  /** `actual-<host>/emergency` is 1: this host ceased logging (or fetching) before; a new log leaves a gap. */
+  readonly wasEmergency: boolean;
   /** The `replay-<host>` checkpoint, if any. */
   readonly checkpoint: { readonly logPath: string; readonly position: number } | null;
 }

@@ -98,6 +98,8 @@ export class UserEngine {
   /** Set while the log is being switched: new requests wait for it. */
   private switching: Promise<void> | null = null;
   private closed = false;
+  /** Emergency mode (docs/emergency.md): no log, writes go straight to the disk. */
+  private direct = false;
 
   private constructor(
     private readonly opts: Required<Omit<UserEngineOptions, 'checkpoint'>>,
@@ -213,6 +215,7 @@ export class UserEngine {
     this.throwIfClosed();
     // The log keeps a reference to data until the append settles; copy so the caller may
     // reuse its buffer, and the overlay keeps the same copy.
+    if (this.direct) return await this.writeDirect(offset, data.length, data, fua);
     const copy = Buffer.from(data);
     const p = this.enqueue(offset, copy.length, copy);
     await this.logged(p, this.log.write(offset, copy, { stampNs: this.opts.stamp(), durable: fua }));
@@ -223,6 +226,7 @@ export class UserEngine {
     await this.admit(0);
     while (this.switching) await this.switching.catch(() => undefined);
     this.throwIfClosed();
+    if (this.direct) return await this.writeDirect(offset, length, null, fua);
     const p = this.enqueue(offset, length, null);
     await this.logged(p, this.log.zero(offset, length, { stampNs: this.opts.stamp(), durable: fua }));
   }
@@ -248,7 +252,47 @@ export class UserEngine {
   async flush(): Promise<void> {
     while (this.switching) await this.switching.catch(() => undefined);
     this.throwIfClosed();
-    await this.log.sync();
+    if (this.direct) await this.disk.datasync();
+    else await this.log.sync();
+  }
+
+  /** Emergency mode: the overlay is empty (drained when logging ceased); FUA means fdatasync. */
+  private async writeDirect(offset: number, length: number, data: Buffer | null, fua: boolean): Promise<void> {
+    await this.applyToDisk([{ order: this.order++, offset, length, data, end: 0 }]);
+    if (fua) await this.disk.datasync();
+  }
+
+  /** False while in emergency mode. */
+  get logging(): boolean {
+    return !this.direct;
+  }
+
+  /**
+   * Emergency mode: drain writeback, seal the log, and from now on write straight to the
+   * disk. Secondaries then lag behind for good: resuming logs into a later log number.
+   */
+  async ceaseLogging(): Promise<void> {
+    if (this.direct) return;
+    await this.exclusive(async () => {
+      await this.drain();
+      await this.log.close();
+      this.writtenBack = this.log.position;
+      await this.saveCheckpoint();
+      this.direct = true;
+    });
+  }
+
+  /** Leave emergency mode: log again, into `nextLogPath` (a new file). */
+  async resumeLogging(nextLogPath: string): Promise<void> {
+    if (!this.direct) return;
+    await this.exclusive(async () => {
+      await this.disk.datasync();
+      this.log = await LogWriter.open(nextLogPath, { codec: this.opts.codec });
+      this.opts.logPath = nextLogPath;
+      this.writtenBack = this.log.position;
+      this.direct = false;
+      await this.saveCheckpoint();
+    });
   }
 
   /** Wait until everything acknowledged so far is on the disk. */
@@ -264,16 +308,21 @@ export class UserEngine {
    * already appending to the old log finish there first (drain waits for them).
    */
   async rotate(nextLogPath: string): Promise<void> {
-    this.throwIfClosed();
-    if (this.switching) throw new EngineError(`a log switch is already running on ${this.opts.diskPath}`, 'EBUSY');
-    const run = async () => {
+    if (this.direct) throw new EngineError(`no log to rotate on ${this.opts.diskPath}: logging ceased (emergency mode)`, 'EPHOBOS_EMERGENCY');
+    await this.exclusive(async () => {
       await this.drain();
       await this.log.close();
       this.log = await LogWriter.open(nextLogPath, { codec: this.opts.codec });
       this.opts.logPath = nextLogPath;
       this.writtenBack = this.log.position;
       await this.saveCheckpoint();
-    };
+    });
+  }
+
+  /** Run a log switch while new requests wait (they check `switching` right before they append). */
+  private async exclusive(run: () => Promise<void>): Promise<void> {
+    this.throwIfClosed();
+    if (this.switching) throw new EngineError(`a log switch is already running on ${this.opts.diskPath}`, 'EBUSY');
     this.switching = run();
     try {
       await this.switching;
@@ -289,9 +338,10 @@ export class UserEngine {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     try {
       await this.drain();
-      await this.log.close();
+      if (!this.direct) await this.log.close();
       this.writtenBack = this.log.position;
       await this.saveCheckpoint();
+      if (this.direct) await this.disk.datasync();
     } finally {
       await this.disk.close();
     }

@@ -16,9 +16,13 @@ export class TestCluster {
     this.hosts = names.map((n) => new TestHost(n, base.dir));
   }
 
-  /** create-cluster on the first host, join-cluster on the others, every daemon started. */
-  static async create(names: readonly string[]): Promise<TestCluster> {
+  /**
+   * create-cluster on the first host, join-cluster on the others, every daemon started.
+   * `prepare` runs for each host first (e.g. to mount a small filesystem on its root).
+   */
+  static async create(names: readonly string[], prepare?: (h: TestHost) => void): Promise<TestCluster> {
     const cluster = new TestCluster(tempDir('phobos-cluster-'), names);
+    for (const h of cluster.hosts) prepare?.(h);
     const [first, ...rest] = cluster.hosts;
     await first!.ok('create-cluster');
     for (const h of rest) await h.ok('join-cluster', first!.name, ...h.pipeOptions);
