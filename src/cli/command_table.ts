@@ -9,8 +9,8 @@ const RES = 'RES';
 
 /** A verb whose run function lives in commands/<file>.ts as `run`. */
 function verb(name: string, synopsis: string, summary: string, group: CommandSpec['group'], minArgs: number, maxArgs: number,
-  load: CommandSpec['load'], extra: { details?: string; options?: readonly OptionSpec[] } = {}): CommandSpec {
-  return { name, synopsis, summary, group, minArgs, maxArgs, load, ...extra };
+  load: CommandSpec['load'], extra: { details?: string; options?: readonly OptionSpec[]; changesState?: boolean } = {}): CommandSpec {
+  return { name, synopsis, summary, group, minArgs, maxArgs, load, changesState: STATE_CHANGING.has(name), ...extra };
 }
 
 const SWITCH_SUMMARIES: Readonly<Record<string, string>> = {
@@ -26,6 +26,19 @@ const SWITCH_SUMMARIES: Readonly<Record<string, string>> = {
 
 const SCOPED = ['pause-sync', 'resume-sync', 'pause-fetch', 'resume-fetch', 'pause-replay', 'resume-replay'];
 
+/**
+ * Verbs that change the tree, a disk or a role: hook-pre-/hook-post-<verb> run around
+ * them (hooks.ts). A verb can also pass `changesState` to verb().
+ */
+const STATE_CHANGING: ReadonlySet<string> = new Set([
+  'create-cluster', 'join-cluster', 'admit-member', 'leave-cluster', 'update-cluster',
+  'create-resource', 'delete-resource', 'join-resource', 'leave-resource', 'primary', 'secondary', 'invalidate',
+  'log-rotate', 'cron', 'log-delete-all', 'set-link',
+  // Not systemd-trigger-extern: systemd's path units run it, no operator.
+  'set-systemd-unit', 'set-systemd-want', 'systemd-trigger',
+  ...Object.keys(SWITCH_SUMMARIES), ...SCOPED.flatMap((name) => [`${name}-local`, `${name}-global`]),
+]);
+
 const switchVerbs: CommandSpec[] = [
   ...Object.keys(SWITCH_SUMMARIES).map((name) =>
     verb(name, RES, SWITCH_SUMMARIES[name]!, 'resource', 1, 1, async () => (await import('./commands/switches.js')).switchVerb(name))),
@@ -36,16 +49,69 @@ const switchVerbs: CommandSpec[] = [
 
 const MACRO_HELP: Readonly<Record<string, string>> = {
   'view-role': 'Primary, Secondary or None on this host', 'view-state': 'disk and replication state on this host',
-  'view-diskstate': 'UpToDate, Inconsistent (sync not done), Detached or Failed', 'view-replstate': 'Logging, Replaying, PausedReplay, Detached, DefectiveLog, VersionMismatch or SplitBrain',
+  'view-diskstate': 'UpToDate, Inconsistent (sync not done), Outdated (consistent but old: Orphan), Detached or Failed',
+  'view-replstate': 'Logging, Replaying, PausedReplay, Detached, DefectiveLog, VersionMismatch, SplitBrain, Orphan or Emergency',
   'view-flags': 'switches: S sync, F fetch, A attach, R replay', 'view-is-primary': '1 if this host is primary',
   'view-get-primary': 'the designated primary, or (none)', 'view-is-consistent': '1 if this host\'s disk is consistent',
-  'view-device-opened': 'openers of the device on this host', 'view-replay-rest': 'bytes of log not yet applied here',
+  'view-device-opened': 'openers of the device on this host', 'view-is-split-brain': '1 if the version histories of RES\'s members diverge',
+  'view-sync-rest': 'bytes of the disk not yet synced here', 'view-replay-rest': 'bytes of log not yet applied here',
   'view-fetch-rest': 'bytes of log not yet fetched here',
 };
 
-const macros: CommandSpec[] = Object.keys(MACRO_HELP).map((name) =>
-  verb(name, '[RES]', MACRO_HELP[name]!, 'views', 0, 1, async () => (await import('./commands/view.js')).macro(name)));
+/** view-{sync,fetch,replay}-{percent,rate,remain}: how far each flow is and how fast it goes. */
+const FLOW_HELP: Readonly<Record<string, string>> = {
+  sync: 'the full sync to this host', fetch: 'fetching the current log', replay: 'replaying the fetched log',
+};
+const SAMPLE_OPTION: OptionSpec = { name: 'sample-ms', kind: 'integer', value: 'MS', help: 'measure the rate over this long (default 1000)' };
+const flowMacros: CommandSpec[] = Object.entries(FLOW_HELP).flatMap(([flow, what]) => [
+  [`view-${flow}-percent`, `percent of ${what} done (done / (done + rest), rounded down)`],
+  [`view-${flow}-rate`, `bytes/s of ${what}, from two samples --sample-ms apart`],
+  [`view-${flow}-remain`, `seconds until ${what} is done at that rate (-1: no progress)`],
+]).map(([name, summary]) => verb(name!, '[RES]', summary!, 'views', 0, 1,
+  async () => (await import('./commands/view.js')).macro(name!), name!.endsWith('-percent') ? {} : { options: [SAMPLE_OPTION] }));
 
+const macros: CommandSpec[] = [
+  ...Object.keys(MACRO_HELP).map((name) =>
+    verb(name, '[RES]', MACRO_HELP[name]!, 'views', 0, 1, async () => (await import('./commands/view.js')).macro(name))),
+  ...flowMacros,
+];
+
+/** The systemd verbs (commands/systemd.ts, docs/systemd.md). */
+const UNIT_DIR_OPTIONS: readonly OptionSpec[] = [
+  { name: 'unit-dir', kind: 'string', value: 'DIR', help: 'where generated units go (env PHOBOS_UNIT_DIR; default /run/systemd/system)' },
+  { name: 'script-dir', kind: 'string', value: 'DIR', help: 'where generated .script units go (env PHOBOS_SCRIPT_DIR; default /var/lib/phobos/systemd-scripts)' },
+];
+const systemd = async () => import('./commands/systemd.js');
+const systemdVerbs: CommandSpec[] = [
+  verb('set-systemd-unit', `${RES} START|KEYWORD [STOP]`, 'declare the unit stack of RES (top, bottom) and generate its units here', 'resource', 2, 3,
+    async () => (await systemd()).setSystemdUnit, {
+      details: 'START is the unit at the top of the stack (started where RES runs), STOP the bottom (default: START).\n' +
+        'A KEYWORD (capitals, e.g. DEFAULT) selects the templates marked `# KEYWORD_START` / `# KEYWORD_STOP`.\n' +
+        'A unit must match a template or be installed (--force skips that check); generation and\n' +
+        '`systemd-analyze verify` run before the tree changes. An empty START (\'\') removes the stack.\n' +
+        'The first time, systemd-want is set to the current primary. See docs/systemd.md.',
+      options: UNIT_DIR_OPTIONS,
+    }),
+  verb('get-systemd-unit', RES, 'show the start and stop unit of RES (--json: also what they resolve to here)', 'resource', 1, 1,
+    async () => (await systemd()).getSystemdUnit),
+  verb('set-systemd-want', `${RES} HOST|(none)`, 'where the stack of RES should run; (none) stops it everywhere (maintenance)', 'resource', 2, 2,
+    async () => (await systemd()).setSystemdWant, {
+      details: 'The path units start the stack on HOST once the device is exported there, and stop it elsewhere.\n' +
+        '`marsadm primary` sets it too. Resume after (none) with `marsadm set-systemd-want RES HOST`.',
+    }),
+  verb('get-systemd-want', RES, 'show where the stack of RES should run (--json: with each host\'s last start/stop)', 'resource', 1, 1,
+    async () => (await systemd()).getSystemdWant),
+  verb('systemd-trigger', '[RES]', 'regenerate the units of RES (or of all) here; with RES, also re-run its trigger', 'resource', 0, 1,
+    async () => (await systemd()).systemdTrigger, { options: UNIT_DIR_OPTIONS }),
+  verb('systemd-trigger-extern', '[RES]', 'what the path units run: regenerate, then start or stop the stack of RES here', 'expert', 0, 1,
+    async () => (await systemd()).systemdTriggerExtern, {
+      details: 'Starts the start unit(s) if systemd-want is this host and the device is exported here\n' +
+        '(actual-<host>/is-primary = 1), stops the stop unit(s) otherwise, and records the outcome in\n' +
+        'resource-RES/actual-<host>/systemd-status as <start|stop>,<exit code>,<want>[,<detail>].\n' +
+        'Without RES it only regenerates the units of every resource.',
+      options: UNIT_DIR_OPTIONS,
+    }),
+];
 
 export const COMMANDS: readonly CommandSpec[] = [
   verb('create-cluster', '[ADDRESS]', 'start a new cluster with this host as its first member', 'cluster', 0, 1,
@@ -112,6 +178,17 @@ export const COMMANDS: readonly CommandSpec[] = [
       details: 'The repair for the losing side of a split brain, or a replica stuck on a DefectiveLog.\n' +
         'Waits for the sync like join-resource (progress bar; --json progress objects).',
     }),
+  verb('wait-resource', `${RES} [COND]`, 'wait until this host\'s daemon reports COND for RES (default attach-on)', 'resource', 1, 2,
+    async () => (await import('./commands/wait.js')).waitResource, {
+      details: 'COND is attach, fetch, replay or sync, with -on (the default) or -off: the indicator\n' +
+        'actual-<host>/is-attached, is-copying, is-replaying or is-syncing of RES reaching 1 or 0.\n' +
+        'Gives up after --timeout seconds (default 60) with a line naming what it waited for.',
+    }),
+  verb('wait-umount', RES, 'wait until no member has the device of RES open (open-count 0 everywhere)', 'resource', 1, 1,
+    async () => (await import('./commands/wait.js')).waitUmount, {
+      details: 'Reads actual-<host>/open-count of every member of RES in this host\'s tree (a peer\'s count is\n' +
+        'as recent as its last exchange). Gives up after --timeout seconds (default 60).',
+    }),
   verb('log-rotate', RES, 'start the next transaction log on the primary', 'logs', 1, 1,
     async () => (await import('./commands/log_rotate.js')).run),
   verb('cron', '', 'housekeeping: rotate the primary\'s big or old logs, delete logs every member has replayed', 'logs', 0, 0,
@@ -128,6 +205,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   verb('view', '[RES]', 'show resources and each host\'s role, state, device and log', 'views', 0, 1,
     async () => (await import('./commands/view.js')).run),
   ...macros,
+  ...systemdVerbs,
   verb('set-link', 'KEY VALUE', 'set a tree key (validated against the key table, docs/tree.md)', 'expert', 2, 2,
     async () => (await import('./commands/links.js')).setLink),
   verb('get-link', 'KEY', 'print a tree key\'s value (--json: with its Lamport stamp)', 'expert', 1, 1,
