@@ -1,0 +1,156 @@
+/**
+ * Cluster tier: roles over the pipe transport (docs/handover.md). Planned handover
+ * A -> B -> C -> A under a write workload that stops and restarts around each handover
+ * (what the service stack does); a handover that cannot catch up compensates; a
+ * partitioned host is refused with the way out; forced failover with the old primary cut
+ * off, then reconnected: split brain reported, `invalidate` makes every disk identical.
+ */
+import { closeSync, openSync, truncateSync } from 'node:fs';
+
+import { expect } from 'chai';
+
+import { ALIVE_WINDOW_MS } from '../../src/cli/tree_access.js';
+import { NbdClient } from '../../src/nbd/index.js';
+import { randomBytes } from '../support/tmp.js';
+import { eventually, type TestHost } from '../support/test_host.js';
+import { sha256, sha256File, TestCluster } from '../support/test_cluster.js';
+import { Workload } from '../support/workload.js';
+
+const RES = 'r1';
+const SIZE = 16 << 20;
+
+describe('cluster tier: handover, failover and split brain (3 hosts)', function () {
+  this.timeout(180_000);
+  let cluster: TestCluster;
+  let alpha: TestHost, beta: TestHost, gamma: TestHost;
+
+  const get = async (h: TestHost, key: string) => (await h.marsadm('get-link', `resource-${RES}/${key}`)).out.trim();
+  const disk = (h: TestHost) => h.tmp.file('disk');
+  const isPrimary = async (h: TestHost) => (await get(h, `actual-${h.name}/is-primary`)) === '1';
+
+  /** Every other member's disk (or those of `hosts`) equals the primary's device, read through its export. */
+  async function allEqual(primary: TestHost, timeoutMs = 40_000, hosts = cluster.hosts): Promise<void> {
+    const device = await NbdClient.connect(primary.socket(RES), RES);
+    const image = await device.read(0, SIZE);
+    await device.disconnect();
+    const want = sha256(image);
+    for (const h of hosts) {
+      if (h === primary) continue;
+      await eventually(`${h.name}'s disk to equal ${primary.name}'s device`, () => sha256File(disk(h)) === want, timeoutMs);
+    }
+  }
+
+  before(async () => {
+    cluster = await TestCluster.create(['alpha', 'beta', 'gamma']);
+    [alpha, beta, gamma] = cluster.hosts as [TestHost, TestHost, TestHost];
+    for (const h of cluster.hosts) {
+      closeSync(openSync(disk(h), 'w'));
+      truncateSync(disk(h), SIZE);
+    }
+    await alpha.ok('create-resource', RES, disk(alpha));
+    for (const h of [beta, gamma]) {
+      await eventually(`${h.name} to learn of ${RES}`, async () => (await get(h, 'size')) === String(SIZE));
+      await h.ok('join-resource', RES, disk(h));
+    }
+    await allEqual(alpha);
+  });
+
+  after(async () => {
+    await cluster?.remove();
+  });
+
+  it('planned handover A -> B -> C -> A: every acknowledged write is on each new primary', async () => {
+    const work = new Workload(8 << 20, RES);
+    let current = alpha;
+    for (const next of [beta, gamma, alpha]) {
+      work.start(current.socket(RES));
+      await eventually('some writes', () => work.writes >= 64);
+      // The handover waits for the device to close: stop the "service" as it starts.
+      const handover = next.marsadm('primary', RES, '--timeout', '60');
+      await new Promise((r) => setTimeout(r, 100));
+      await work.stop();
+      const r = await handover;
+      expect(r.code, r.err).to.equal(0);
+      expect(await isPrimary(next)).to.equal(true);
+      expect(await isPrimary(current)).to.equal(false);
+      expect(await get(next, 'primary')).to.equal(next.name);
+      await work.verify(next.socket(RES), next.name);
+      current = next;
+    }
+    await allEqual(alpha);
+    expect((await alpha.ok('view-is-split-brain', RES)).trim()).to.equal('0');
+  });
+
+  it('a handover that cannot catch up compensates: the old primary serves again, nothing lost', async () => {
+    const work = new Workload(4 << 20, RES);
+    work.start(alpha.socket(RES));
+    await eventually('some writes', () => work.writes >= 32);
+    await work.stop();
+    await beta.ok('pause-replay', RES);
+    const r = await beta.marsadm('primary', RES, '--timeout', '3');
+    expect(r.code).to.not.equal(0);
+    expect(r.err).to.match(/phase catch-up/);
+    expect(r.err).to.match(/alpha is primary again/);
+    expect(await get(alpha, 'primary')).to.equal('alpha');
+    await eventually('alpha serving', () => isPrimary(alpha));
+    await beta.ok('resume-replay', RES);
+    await work.verify(alpha.socket(RES), 'alpha');
+    await allEqual(alpha);
+  });
+
+  it('a host cut off from the primary is refused a planned handover, with the way out', async () => {
+    cluster.isolate(gamma);
+    try {
+      // Liveness is judged by alpha's heartbeat, which stops arriving at gamma.
+      const stamp = async () => (await gamma.marsadm('get-link', 'actual-alpha/time')).out;
+      const seen = await stamp();
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(await stamp(), 'alpha\'s heartbeat still arrives at gamma').to.equal(seen);
+      await new Promise((r) => setTimeout(r, ALIVE_WINDOW_MS));
+      const r = await gamma.marsadm('primary', RES, '--timeout', '2');
+      expect(r.code).to.not.equal(0);
+      expect(r.err).to.match(/cannot reach the current primary alpha/);
+      expect(r.err).to.contain(`marsadm disconnect ${RES} && marsadm primary --force ${RES}`);
+      expect(await get(alpha, 'primary')).to.equal('alpha');
+    } finally {
+      cluster.rejoin(gamma);
+    }
+  });
+
+  it('forced failover with the old primary cut off; reconnected: split brain, invalidate repairs', async () => {
+    const before = new Workload(4 << 20, RES);
+    before.start(alpha.socket(RES));
+    await eventually('some writes', () => before.writes >= 32);
+    await before.stop();
+    await allEqual(alpha);
+
+    cluster.isolate(alpha);
+    // alpha goes on taking writes nobody else sees.
+    const lost = await NbdClient.connect(alpha.socket(RES), RES);
+    await lost.write(0, randomBytes(1 << 20, 77));
+    await lost.flush();
+    await lost.disconnect();
+
+    expect((await beta.marsadm('primary', '--force', RES)).err).to.match(/disconnect/);
+    await beta.ok('disconnect', RES);
+    await beta.ok('primary', '--force', RES, '--timeout', '30');
+    expect(await isPrimary(beta)).to.equal(true);
+    const after = new Workload(4 << 20, RES);
+    after.start(beta.socket(RES));
+    await eventually('writes on beta', () => after.writes >= 32);
+    await after.stop();
+    await before.verify(beta.socket(RES), 'beta'); // everything replicated before the cut
+    await allEqual(beta, 40_000, [gamma]); // gamma follows beta; alpha is cut off
+
+    cluster.rejoin(alpha);
+    await eventually('alpha to stop serving', async () => !(await isPrimary(alpha)), 40_000);
+    await eventually('split brain reported', async () => (await beta.ok('view-is-split-brain', RES)).trim() === '1', 30_000);
+    const view = await beta.ok('view', RES);
+    expect(view).to.match(/SPLIT BRAIN/);
+
+    await alpha.ok('invalidate', RES);
+    await allEqual(beta, 60_000);
+    await after.verify(beta.socket(RES), 'beta');
+    await eventually('split brain resolved', async () => (await beta.ok('view-is-split-brain', RES)).trim() === '0', 30_000);
+  });
+});
