@@ -12,6 +12,7 @@ import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { ProgressBar } from '../progress.js';
 import { daemonAlive, openTree, waitFor } from '../tree_access.js';
+import { parseStatus, readSettings, statusKey, wantKey } from '../../systemd/settings.js';
 
 const NONE = '(none)';
 
@@ -24,9 +25,13 @@ interface Handover {
   /** The designated primary when the command started, or (none). */
   readonly old: string;
   readonly sizeBytes: number;
+  /** The resource has a service stack (set-systemd-unit): the handover moves it (docs/systemd.md). */
+  readonly stack: boolean;
+  /** `systemd-want` when the command started. */
+  readonly wantBefore: string | undefined;
 }
 
-type PhaseName = 'check' | 'wait-close' | 'leave' | 'catch-up' | 'become';
+type PhaseName = 'check' | 'stop-stack' | 'wait-close' | 'leave' | 'catch-up' | 'become' | 'start-stack';
 
 export async function run(ctx: CommandContext): Promise<number> {
   const res = ctx.args[0]!;
@@ -37,7 +42,11 @@ export async function run(ctx: CommandContext): Promise<number> {
   if ((await tree.getValue(dataKey(res, me))) === undefined) {
     throw new CommandError(`${me} is not a member of ${res}; join it first (marsadm join-resource ${res} <disk>)`);
   }
-  const h: Handover = { ctx, tree, res, me, old: (await tree.getValue(primaryKey(res))) ?? NONE, sizeBytes };
+  const settings = await readSettings(tree, res);
+  const h: Handover = {
+    ctx, tree, res, me, old: (await tree.getValue(primaryKey(res))) ?? NONE, sizeBytes,
+    stack: settings.startUnit !== undefined, wantBefore: settings.want,
+  };
   if (h.old === me && (await get(h, actualKey(res, me, 'is-primary'))) === '1') {
     say(h, `${me} is already primary of ${res}; nothing to do`);
     return 0;
@@ -54,20 +63,58 @@ async function planned(h: Handover): Promise<number> {
     return 0;
   }
   const started = Date.now();
+  const moving = h.old !== NONE && h.old !== h.me;
   await phase(h, 'check', () => checkPlanned(h));
-  if (h.old !== NONE && h.old !== h.me) {
-    await phase(h, 'wait-close', () => waitFor(h.ctx, h.tree, `the device of ${h.res} on ${h.old} to be closed (actual-${h.old}/open-count = 0; stop what uses it there)`,
-      async () => Number((await get(h, actualKey(h.res, h.old, 'open-count'))) ?? 0) === 0));
+  try {
+    if (moving && h.stack) await phase(h, 'stop-stack', () => stopStack(h));
+    if (moving) {
+      await phase(h, 'wait-close', () => waitFor(h.ctx, h.tree, `the device of ${h.res} on ${h.old} to be closed (actual-${h.old}/open-count = 0; stop what uses it there)`,
+        async () => Number((await get(h, actualKey(h.res, h.old, 'open-count'))) ?? 0) === 0));
+    }
+  } catch (error) {
+    throw await compensate(h, error as Error, { primaryChanged: false });
   }
   try {
-    if (h.old !== NONE && h.old !== h.me) await phase(h, 'leave', () => leave(h));
+    if (moving) await phase(h, 'leave', () => leave(h));
     await phase(h, 'catch-up', () => catchUp(h));
     await phase(h, 'become', () => become(h));
   } catch (error) {
-    throw await compensate(h, error as Error);
+    throw await compensate(h, error as Error, { primaryChanged: true });
   }
+  if (h.stack) await phase(h, 'start-stack', () => startStack(h));
   done(h, started);
   return 0;
+}
+
+/**
+ * systemd-want := this host. The old primary's path unit runs systemd-trigger-extern,
+ * which stops the stack there and records how that went; wait for that record.
+ */
+async function stopStack(h: Handover): Promise<void> {
+  if ((await get(h, wantKey(h.res))) !== h.me) await h.tree.set(wantKey(h.res), h.me);
+  await waitFor(h.ctx, h.tree, `the service stack of ${h.res} on ${h.old} to stop (actual-${h.old}/systemd-status = stop,0,${h.me})`, async () => {
+    const status = parseStatus(await get(h, statusKey(h.res, h.old)));
+    if (!status || status.action !== 'stop' || status.want !== h.me) return false;
+    if (status.code !== 0) {
+      throw new CommandError(`the service stack of ${h.res} failed to stop on ${h.old} (exit ${status.code}${status.detail ? `: ${status.detail}` : ''}); ` +
+        `see journalctl there, fix the unit, and retry`);
+    }
+    return true;
+  });
+}
+
+/** Wait for this host's path unit to start the stack on the exported device. */
+async function startStack(h: Handover): Promise<void> {
+  if ((await get(h, wantKey(h.res))) !== h.me) await h.tree.set(wantKey(h.res), h.me);
+  await waitFor(h.ctx, h.tree, `the service stack of ${h.res} to start on ${h.me} (actual-${h.me}/systemd-status = start,0,${h.me})`, async () => {
+    const status = parseStatus(await get(h, statusKey(h.res, h.me)));
+    if (!status || status.action !== 'start' || status.want !== h.me) return false;
+    if (status.code !== 0) {
+      throw new CommandError(`${h.me} is primary of ${h.res}, but its service stack failed to start (exit ${status.code}` +
+        `${status.detail ? `: ${status.detail}` : ''}); fix it (journalctl), then marsadm systemd-trigger-extern ${h.res} starts it again`);
+    }
+    return true;
+  });
 }
 
 function printPlan(h: Handover): void {
@@ -75,12 +122,16 @@ function printPlan(h: Handover): void {
   const lines = [
     `would hand ${h.res} over from ${from} to ${h.me}:`,
     '  check       this host replays without error; no sync runs; the primary is reachable',
+    ...(h.old !== NONE && h.old !== h.me && h.stack ? [
+      `  stop-stack  systemd-want := ${h.me}; until ${h.old} has stopped the service stack`,
+    ] : []),
     ...(h.old !== NONE && h.old !== h.me ? [
       `  wait-close  until ${h.old}'s device is closed (open-count 0)`,
       `  leave       primary := (none); until ${h.old} stops serving and seals its log`,
     ] : []),
     `  catch-up    until ${h.me} has fetched and replayed every log, version links equal`,
     `  become      primary := ${h.me}; until ${h.me} serves the device on a new log`,
+    ...(h.stack ? [`  start-stack until ${h.me} has started the service stack`] : []),
     ...(h.old !== NONE && h.old !== h.me ? [`  (a failure after check gives ${h.old} its role back)`] : []),
   ];
   h.ctx.out.write(`${lines.join('\n')}\n`);
@@ -182,10 +233,20 @@ async function become(h: Handover): Promise<void> {
     async () => (await get(h, actualKey(h.res, h.me, 'is-primary'))) === '1');
 }
 
-/** Give the old primary its role back; the error says which phase failed and why. */
-async function compensate(h: Handover, error: Error): Promise<CommandError> {
+/**
+ * Give the old primary its role (and its service stack) back; the error says which phase
+ * failed and why.
+ */
+async function compensate(h: Handover, error: Error, how: { primaryChanged: boolean }): Promise<CommandError> {
   const why = error.message;
   if (h.old === NONE || h.old === h.me) return new CommandError(`handover of ${h.res} to ${h.me} failed: ${why}`);
+  if (h.stack && h.wantBefore !== undefined && (await get(h, wantKey(h.res))) !== h.wantBefore) {
+    await h.tree.set(wantKey(h.res), h.wantBefore);
+  }
+  if (!how.primaryChanged) {
+    return new CommandError(`handover of ${h.res} to ${h.me} failed: ${why}; ${h.old} stays primary` +
+      (h.stack ? ' and gets its service stack back' : ''));
+  }
   await h.tree.set(primaryKey(h.res), h.old);
   const back = await waitFor({ ...h.ctx, options: { ...h.ctx.options, timeout: 30 } }, h.tree, `${h.old} to serve ${h.res} again`,
     async () => (await get(h, actualKey(h.res, h.old, 'is-primary'))) === '1').then(() => true, () => false);
@@ -208,9 +269,12 @@ async function forced(h: Handover): Promise<number> {
     return 0;
   }
   const started = Date.now();
+  // The old side stops its stack when it hears of this; ours starts once we serve.
+  if (h.stack && (await get(h, wantKey(res))) !== me) await h.tree.set(wantKey(res), me);
   await phase(h, 'become', () => become(h));
   // MARS's implicit `up`: fetching is on again (a primary fetches nothing; a later handover does).
   await h.tree.set(todoKey(res, me, 'connect'), '1');
+  if (h.stack) await phase(h, 'start-stack', () => startStack(h));
   done(h, started);
   return 0;
 }
