@@ -3,7 +3,9 @@
  * It watches the tree, reconciles every resource that has a disk on this host, and
  * publishes liveness (`actual-<host>/alive`, `actual-<host>/time`).
  *
- * Reconcile passes never overlap: a change during a pass schedules exactly one more.
+ * Reconcile passes never overlap: a change during a pass schedules exactly one more. A
+ * pass reconciles the resources whose keys changed (TreeState, kept from the watcher's
+ * events); every FULL_PASS_MS, and when something global changed, it reconciles all.
  * SIGTERM (stop()) finishes the current pass, then stops serving every resource (in-flight
  * requests complete, writeback drains, logs are sealed) and marks the host not alive.
  */
@@ -12,16 +14,28 @@ import path from 'node:path';
 
 import {
   actualKey, dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
+  type TreeChange,
 } from '../tree/index.js';
 import { acquireFileLock, LockTimeoutError } from '../dataplane/index.js';
 import { PeerManager } from '../peer/index.js';
 import { caughtUp, sealedByUs } from './history.js';
+import { TreeState, type Values } from './tree_state.js';
 import { DEFAULT_THRESHOLDS, parseThresholds, SpaceMonitor } from './space.js';
 import { ResourceController, seqOf } from './resource_controller.js';
 import type { DaemonOptions, Desired } from './types.js';
 
+/** A pass over every resource at least this often (a safety net: failed starts retry, etc.). */
+const FULL_PASS_MS = 30_000;
+/** The watcher's full rescan (inotify overflow safety net); a walk of 30k links costs ~200 ms. */
+const RESCAN_MS = 60_000;
+
 export class Daemon {
   private readonly controllers = new Map<string, ResourceController>();
+  private readonly state = new TreeState();
+  /** Resources whose keys changed since the last pass. */
+  private dirty = new Set<string>();
+  private fullPassDue = true;
+  private lastFullPass = 0;
   private watcher: TreeWatcher | null = null;
   private peers: PeerManager | null = null;
   private releaseLock: () => void = () => undefined;
@@ -53,17 +67,46 @@ export class Daemon {
     daemon.releaseLock = release;
     await daemon.clearServingIndicators();
     await daemon.markAlive();
-    daemon.watcher = await TreeWatcher.start({ root: tree.root, onChange: (c) => { if (daemon.matters(c.key)) daemon.schedule(); } });
+    daemon.watcher = await TreeWatcher.start({ root: tree.root, rescanMs: RESCAN_MS, onChange: (c) => daemon.onTreeChange(c) });
+    daemon.state.load(daemon.watcher.entries());
     if (opts.transport) {
-      daemon.peers = new PeerManager({ tree, factory: opts.transport, log: daemon.log });
+      daemon.peers = new PeerManager({
+        tree, factory: opts.transport, log: daemon.log,
+        // A peer that comes back may be what a waiting replica (or sync) needs: wake them all.
+        onState: (_host, up) => {
+          if (!up) return;
+          daemon.fullPassDue = true;
+          daemon.schedule();
+        },
+      });
     }
-    daemon.timers.push(setInterval(() => daemon.schedule(), opts.reconcileIntervalMs ?? 1000));
+    daemon.timers.push(setInterval(() => void daemon.tick().catch((e: Error) => daemon.log(`tick: ${e.message}`)),
+      opts.reconcileIntervalMs ?? 1000));
     daemon.timers.push(setInterval(() => void daemon.markAlive().catch((e: Error) => daemon.log(`liveness: ${e.message}`)),
       opts.aliveIntervalMs ?? 2000));
     daemon.log(`started on ${tree.root}, NBD sockets in ${daemon.runDir}`);
     daemon.schedule();
     await daemon.running;
     return daemon;
+  }
+
+  private onTreeChange(change: TreeChange): void {
+    const res = this.state.apply(change);
+    if (!this.matters(change.key)) return;
+    if (res === null) this.fullPassDue = true;
+    else this.dirty.add(res);
+    this.schedule();
+  }
+
+  /**
+   * Once a second: the log area's emergency level (a change concerns every resource), and
+   * the periodic full pass. Nothing else: an idle daemon does no work per resource.
+   */
+  private async tick(): Promise<void> {
+    if (this.stopping) return;
+    if (await this.sampleSpace()) this.fullPassDue = true;
+    if (Date.now() - this.lastFullPass >= FULL_PASS_MS) this.fullPassDue = true;
+    if (this.fullPassDue || this.dirty.size > 0) this.schedule();
   }
 
   /** Run a reconcile pass now, or one more after the current one. */
@@ -137,20 +180,24 @@ export class Daemon {
   }
 
   private async reconcileAll(): Promise<void> {
-    // One values-only walk per pass: per-key reads cost ~0.3 ms each, and a pass would
-    // otherwise read ~8 keys for every resource every second.
-    const values = await this.tree.values('');
-    await this.sampleSpace(values);
-    await this.peers?.refresh();
-    const resources = new Set(await this.tree.listResources());
+    const full = this.fullPassDue;
+    const dirty = this.dirty;
+    this.fullPassDue = false;
+    this.dirty = new Set();
+    if (full) {
+      this.lastFullPass = Date.now();
+      await this.peers?.refresh();
+    }
+    const existing = new Set(await this.tree.listResources());
     for (const [res, controller] of this.controllers) {
-      if (!resources.has(res)) {
+      if (!existing.has(res)) {
         await controller.shutdown();
         this.controllers.delete(res);
       }
     }
-    for (const res of resources) {
-      const want = await this.desired(res, values);
+    for (const res of full ? existing : dirty) {
+      if (!existing.has(res)) continue;
+      const want = await this.desired(res, this.state.resource(res));
       let controller = this.controllers.get(res);
       if (!want) {
         if (controller) {
@@ -170,22 +217,25 @@ export class Daemon {
   /**
    * The emergency level of the log area, with the thresholds from
    * `defaults-<host>/emergency-free` or `userspace/emergency-free` (docs/emergency.md).
+   * Returns whether the level changed.
    */
-  private async sampleSpace(values: ReadonlyMap<string, string | null>): Promise<void> {
+  private async sampleSpace(): Promise<boolean> {
     const host = this.tree.host;
-    const configured = values.get(`defaults-${host}/emergency-free`) ?? values.get('userspace/emergency-free') ?? undefined;
+    const configured = this.state.globalValue(`defaults-${host}/emergency-free`) ?? this.state.globalValue('userspace/emergency-free') ?? undefined;
     const thresholds = parseThresholds(configured) ?? DEFAULT_THRESHOLDS;
     if (configured && !parseThresholds(configured) && configured !== this.badThresholds) {
       this.badThresholds = configured;
       this.log(`emergency-free '${configured}' is not four decreasing percentages like 10,7,5,2; using ${DEFAULT_THRESHOLDS.join(',')}`);
     }
+    const before = this.space.level;
     const level = await this.space.sample(thresholds);
     const key = hostActualKey(host, 'emergency-level');
-    if (values.get(key) !== String(level)) await this.tree.set(key, String(level));
+    if (this.state.globalValue(key) !== String(level)) await this.tree.set(key, String(level));
+    return level !== before;
   }
 
   /** What the tree asks for res on this host; null if this host has no disk for it. */
-  private async desired(res: string, values: ReadonlyMap<string, string | null>): Promise<Desired | null> {
+  private async desired(res: string, values: Values): Promise<Desired | null> {
     const host = this.tree.host;
     const value = (key: string) => values.get(key) ?? undefined;
     const disk = value(dataKey(res, host));

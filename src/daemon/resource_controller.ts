@@ -309,11 +309,16 @@ export class ResourceController {
 
   /** The log end moves with every write; peers and view see it once a second. */
   private startLogEndTicker(): void {
+    let published = -1;
     const tick = setInterval(() => {
       if (!this.serving) {
         clearInterval(tick);
         return;
       }
+      // An idle device costs nothing: only a moved log end is worth a publish.
+      const end = this.serving.engine.logPosition;
+      if (end === published) return;
+      published = end;
       this.publishSoon();
     }, 1000);
     tick.unref();

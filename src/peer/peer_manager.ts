@@ -23,7 +23,7 @@ export class PeerManager {
   async refresh(): Promise<void> {
     const self = this.opts.tree.host;
     const members = new Map<string, string>();
-    for (const [key, value] of await this.opts.tree.values('ips')) {
+    for (const [key, value] of await this.opts.tree.values('ips/')) {
       const m = /^ips\/ip-(.+)$/.exec(key);
       if (m && value !== null && m[1] !== self) members.set(m[1]!, value);
     }

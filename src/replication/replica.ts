@@ -64,6 +64,13 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 const READ_BYTES = MAX_PAYLOAD_BYTES;
 const READ_WINDOW = 8;
 const LONG_POLL_MS = 1000;
+/**
+ * Longest sleep of a loop with nothing to do. Tree changes for the resource (switches,
+ * version links, the origin's published log end) wake the loops at once (kick), so this
+ * only bounds how long a missed wake-up could delay them; an idle daemon with 1000
+ * resources must not poll each of them every second.
+ */
+const IDLE_WAIT_MS = 10_000;
 const SAVE_INTERVAL_MS = 500;
 const SYNC_CHUNK_BYTES = 64 << 20;
 /** How often the sync writes its progress to the tree (and syncs the disk first). */
@@ -72,8 +79,12 @@ export const SYNC_BLOCK_BYTES = 64 << 10;
 
 export class Replica {
   private stopped = false;
-  /** The tree changed or a loop changed state: every loop re-reads what it needs. */
-  private readonly wake = new Signal();
+  /**
+   * The tree changed or a loop changed state: every loop re-reads what it needs. One
+   * signal per loop, so a wake-up that comes while a loop is busy waits for it (Signal
+   * keeps it) instead of being taken by another loop.
+   */
+  private readonly wake = { fetch: new Signal(), replay: new Signal(), sync: new Signal() };
   /**
    * A local copy grew. Only replay waits for it, and only while it has nothing to apply:
    * fetching 1 GB/s must not make the other loops re-read the tree once per MiB.
@@ -114,7 +125,7 @@ export class Replica {
   /** The tree changed: re-read switches, versions, the primary. */
   kick(switches?: ReplicaSwitches): void {
     if (switches) this.switches = switches;
-    this.wake.notify();
+    this.wakeAll();
   }
 
   /**
@@ -128,7 +139,7 @@ export class Replica {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.wake.notify();
+    this.wakeAll();
     await Promise.all(this.tasks);
     await this.savePosition(true).catch(() => undefined);
   }
@@ -189,13 +200,17 @@ export class Replica {
     if (JSON.stringify(this.state) !== before) this.opts.onStatus();
   }
 
-  private async guard(what: string, loop: () => Promise<void>): Promise<void> {
+  private wakeAll(): void {
+    for (const signal of Object.values(this.wake)) signal.notify();
+  }
+
+  private async guard(what: keyof Replica['wake'], loop: () => Promise<void>): Promise<void> {
     while (!this.stopped) {
       try {
         await loop();
       } catch (e) {
         this.opts.log(`resource ${this.resource}: ${what}: ${(e as Error).message}`);
-        await this.wake.wait(1000);
+        await this.wake[what].wait(1000);
       }
     }
   }
@@ -207,15 +222,20 @@ export class Replica {
       const pos = await this.position();
       if (!pos || this.state.replayCode !== '0' || !this.mayFetch() || !(await this.switchOn('connect'))) {
         this.setState({ fetching: false });
-        await this.wake.wait(1000);
+        await this.wake.fetch.wait(IDLE_WAIT_MS);
         continue;
       }
       const target = await this.fetchTarget(pos);
+      if (target && (await this.caughtUpWithOrigin(target))) {
+        this.setState({ fetching: false });
+        await this.wake.fetch.wait(IDLE_WAIT_MS);
+        continue;
+      }
       const origin = target ? parseLogName(target)!.origin : '';
       const conn = target && origin !== this.host ? await this.source(origin) : null;
       if (!target || !conn) {
         this.setState({ fetching: false });
-        await this.wake.wait(target && origin !== this.host ? 500 : 1000);
+        await this.wake.fetch.wait(target && origin !== this.host ? 500 : 1000);
         continue;
       }
       this.setState({ fetching: true });
@@ -223,6 +243,25 @@ export class Replica {
     }
     this.setState({ fetching: false });
   }
+
+  /**
+   * A long poll on `log` came back empty, and the origin's published log end (the tree's
+   * `log-end`, updated within a second of a write) is not past our copy: the origin is
+   * idle. Wait for the tree instead of polling again, which would cost both hosts a
+   * request per second per resource.
+   */
+  private async caughtUpWithOrigin(log: string): Promise<boolean> {
+    if (this.idleLog !== log) return false;
+    const origin = parseLogName(log)!.origin;
+    const end = parsePositionValue(await this.value(actualKey(this.resource, origin, 'log-end')));
+    const have = this.fetched.get(log) ?? 0;
+    if (end && end.log === log && end.offset <= have) return true;
+    this.idleLog = null;
+    return false;
+  }
+
+  /** The log whose last long poll returned nothing (see caughtUpWithOrigin). */
+  private idleLog: string | null = null;
 
   /** The log to fetch: the replay log until it is complete here, then the next one. */
   private async fetchTarget(pos: LogPosition): Promise<string | null> {
@@ -284,7 +323,11 @@ export class Replica {
         await this.originShrank(log, remote, handle);
         return;
       }
-      if (first.payloadLength === 0) return;
+      if (first.payloadLength === 0) {
+        if (sealed === null) this.idleLog = log;
+        return;
+      }
+      this.idleLog = null;
       await writeAllAt(handle, first.payloadParts, have);
       if (this.copyResets !== resets) return;
       this.noteFetched(log, have + first.payloadLength);
@@ -353,7 +396,7 @@ export class Replica {
 
   /** Replay has applied all it has: wait for more fetched bytes, a tree change, or ms. */
   private waitForFetch(ms: number): Promise<void> {
-    return waitForAny([this.wake, this.fetchedMore], ms);
+    return waitForAny([this.wake.replay, this.fetchedMore], ms);
   }
 
   /** The origin's file is shorter than our copy: it cut a torn tail after a crash. */
@@ -393,7 +436,7 @@ export class Replica {
       const pos = await this.position();
       if (!pos || this.state.replayCode !== '0' || !(await this.switchOn('allow-replay'))) {
         this.setState({ replaying: false });
-        await this.wake.wait(1000);
+        await this.wake.replay.wait(IDLE_WAIT_MS);
         continue;
       }
       this.setState({ replaying: true });
@@ -405,7 +448,8 @@ export class Replica {
           await this.switchLog(pos, sealed);
         } else {
           await this.savePosition(false);
-          await this.waitForFetch(1000);
+          // Until more is fetched; the last position is saved once its interval is over.
+          await this.waitForFetch(this.savedValue === replayValue(pos) ? IDLE_WAIT_MS : SAVE_INTERVAL_MS);
         }
         continue;
       }
@@ -477,7 +521,7 @@ export class Replica {
       await rm(this.copyPath(log), { force: true });
       this.fetched.set(log, 0);
     });
-    this.wake.notify();
+    this.wakeAll();
   }
 
   private fail(code: number, reason: string, detail: string): void {
@@ -494,7 +538,7 @@ export class Replica {
       ? this.nextLogName : await this.findNextLog(pos.log);
     if (!next) {
       await this.detectOrphan(name.seq);
-      await this.wake.wait(1000);
+      await this.wake.replay.wait(1000);
       return;
     }
     if (!(await this.continuesOurHistory(next, name.seq, mine))) return;
@@ -534,7 +578,7 @@ export class Replica {
     const theirs = parseVersion(await this.value(versionKey(this.resource, seq, origin)));
     if (!theirs) {
       // The link travels in the tree, the log over the data path: give it time to arrive.
-      await this.wake.wait(500);
+      await this.wake.replay.wait(500);
       return false;
     }
     if (theirs.digest === parseVersion(mine)!.digest) return true;
@@ -620,7 +664,7 @@ export class Replica {
         if (progress) await this.publishSync(syncKey, progress);
         ahead = null;
         this.setState({ syncing: false });
-        await this.wake.wait(1000);
+        await this.wake.sync.wait(IDLE_WAIT_MS);
         continue;
       }
       if (done === 0 && !this.state.syncing) this.opts.log(`resource ${this.resource}: fast full sync from ${primary} starts`);

@@ -1,9 +1,25 @@
-/** A wake-up call between loops: wait() resolves on the next notify() or after ms. */
+/**
+ * A wake-up call for one waiting loop: wait() resolves on the next notify() or after ms.
+ * A notify() while nobody waits is kept, and the next wait() returns at once: the loop was
+ * busy when the news came, and must look again rather than sleep through it.
+ */
 export class Signal {
   private waiters: (() => void)[] = [];
+  private pending = false;
 
   notify(): void {
+    if (this.waiters.length === 0) {
+      this.pending = true;
+      return;
+    }
     for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** @internal for waitForAny: take a kept notify(). */
+  takePending(): boolean {
+    const was = this.pending;
+    this.pending = false;
+    return was;
   }
 
   wait(ms: number): Promise<void> {
@@ -23,6 +39,7 @@ export class Signal {
 
 /** Resolves on the next notify() of any of `signals`, or after ms. */
 export function waitForAny(signals: readonly Signal[], ms: number): Promise<void> {
+  if (signals.map((s) => s.takePending()).some((p) => p)) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
     function done(): void {
