@@ -11,9 +11,6 @@
 import { spawn } from 'node:child_process';
 import { appendFile } from 'node:fs/promises';
 
-/** logger(1) gets this long before marsadm stops waiting for it, ms. */
-const LOGGER_WAIT_MS = 2000;
-
 export interface CommandRecord {
   /** marsadm's arguments as given. */
   readonly argv: readonly string[];
@@ -52,20 +49,19 @@ export async function logCommand(r: CommandRecord, err: NodeJS.WritableStream,
   ]);
 }
 
-/** logger -t marsadm, notice for success and err for failure; gives up silently. */
+/**
+ * logger -t marsadm, notice for success and err for failure; gives up silently. Not
+ * awaited: logger outlives marsadm by a few milliseconds, and every command (a `view` in
+ * a monitoring loop too) would otherwise pay for its start.
+ */
 function toSyslog(line: string, ok: boolean): Promise<void> {
-  return new Promise((resolve) => {
+  try {
     const child = spawn('logger', ['-t', 'marsadm', '-p', ok ? 'user.notice' : 'user.err', '--', line],
-      { stdio: 'ignore' });
-    const timer = setTimeout(() => {
-      child.unref();
-      resolve();
-    }, LOGGER_WAIT_MS);
-    const done = (): void => {
-      clearTimeout(timer);
-      resolve();
-    };
-    child.on('error', done);
-    child.on('close', done);
-  });
+      { stdio: 'ignore', detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+  } catch {
+    // no logger(1): the command's result stands
+  }
+  return Promise.resolve();
 }

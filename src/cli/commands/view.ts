@@ -80,6 +80,8 @@ export class TreeSnapshot {
     private readonly map: ReadonlyMap<string, string | null>,
     /** Resource -> hosts with a disk in it; resources whose size is set (not deleted). */
     private readonly index: ReadonlyMap<string, string[]>,
+    /** Resource -> its keys: a per-resource lookup must not scan 1000 resources' keys. */
+    private readonly keysOf: ReadonlyMap<string, string[]>,
   ) {}
 
   get root(): string {
@@ -89,8 +91,13 @@ export class TreeSnapshot {
   static async take(tree: MarsTree): Promise<TreeSnapshot> {
     const map = await tree.values('');
     const index = new Map<string, string[]>();
+    const keysOf = new Map<string, string[]>();
     for (const [key, value] of map) {
       if (!key.startsWith('resource-') || value === null) continue;
+      const res = key.slice('resource-'.length, key.indexOf('/'));
+      let keys = keysOf.get(res);
+      if (!keys) keysOf.set(res, (keys = []));
+      keys.push(key);
       const m = /^resource-([^/]+)\/(size|data-([^/]+))$/.exec(key);
       if (!m) continue;
       const hosts = index.get(m[1]!) ?? [];
@@ -101,7 +108,7 @@ export class TreeSnapshot {
       if (map.get(sizeKey(res)) == null) index.delete(res);
       else hosts.sort();
     }
-    return new TreeSnapshot(tree, map, index);
+    return new TreeSnapshot(tree, map, index, keysOf);
   }
 
   value(key: string): string | undefined {
@@ -110,7 +117,13 @@ export class TreeSnapshot {
 
   /** Live links whose key starts with prefix (tombstones left out). */
   *entries(prefix: string): Iterable<readonly [string, string]> {
-    for (const [key, value] of this.map) if (value !== null && key.startsWith(prefix)) yield [key, value];
+    const slash = prefix.indexOf('/');
+    const keys = prefix.startsWith('resource-') && slash > 0
+      ? this.keysOf.get(prefix.slice('resource-'.length, slash)) ?? [] : this.map.keys();
+    for (const key of keys) {
+      const value = this.map.get(key);
+      if (value != null && key.startsWith(prefix)) yield [key, value];
+    }
   }
 
   /** Resources whose size is set (deleted ones keep only tombstones). */
