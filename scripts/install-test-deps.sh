@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test tiers need (run as root; CI runs it from .ci/run).
-#   fuzz tier: clang (libFuzzer, ASan, UBSan)
+#   fuzz tier: clang, and its compiler-rt (libFuzzer, ASan, UBSan runtimes: only a
+#              "Recommends" of clang, so --no-install-recommends leaves it out)
 #   codecs:    liblz4-1, libzstd1 (runtime libraries only; the addon dlopens them)
 #   nbd:       qemu-utils (qemu-io, qemu-img drive the NBD server in test/unit/nbd)
 # Safe to re-run: it installs only what is missing.
@@ -8,6 +9,7 @@ set -euo pipefail
 
 packages=()
 command -v clang >/dev/null 2>&1 || packages+=(clang)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a' >/dev/null || packages+=(libclang-rt-dev)
 ldconfig -p | grep -q 'liblz4\.so\.1 ' || packages+=(liblz4-1)
 ldconfig -p | grep -q 'libzstd\.so\.1 ' || packages+=(libzstd1)
 command -v qemu-io >/dev/null 2>&1 || packages+=(qemu-utils)
