@@ -32,6 +32,24 @@ function finished(log: string, links: ReadonlyMap<string, VersionLink>): boolean
   return false;
 }
 
+/**
+ * `host` still says it serves, on `log`, but another host ended that log (a forced
+ * failover) while `host` never sealed it: whatever `host` writes there is a split brain,
+ * and nobody waits for it. (Seen when `host` is cut off: its is-primary is stale here.)
+ */
+function abandoned(log: string, host: string, links: ReadonlyMap<string, VersionLink>): boolean {
+  const name = parseLogName(log);
+  if (!name) return false;
+  const own = `version-${String(name.seq).padStart(9, '0')}-${host}`;
+  let endedByOther = false;
+  for (const [key, link] of links) {
+    if (link.log !== log) continue;
+    if (key === own) return false;
+    endedByOther = true;
+  }
+  return endedByOther;
+}
+
 /** The highest-numbered log its origin sealed, with the origin's link. */
 function newestSealed(links: ReadonlyMap<string, VersionLink>): VersionLink | null {
   let best: VersionLink | null = null;
@@ -52,8 +70,9 @@ export function caughtUp(res: string, me: string, values: Values): boolean {
   const links = versionLinks(res, values);
   for (const host of members(res, values)) {
     if (host === me) continue;
-    if (values.get(`resource-${res}/actual-${host}/is-primary`) === '1') return false;
     const end = parsePositionValue(values.get(`resource-${res}/actual-${host}/log-end`) ?? undefined);
+    const serving = values.get(`resource-${res}/actual-${host}/is-primary`) === '1';
+    if (serving && !(end && abandoned(end.log, host, links))) return false;
     if (end && end.offset > 0 && !finished(end.log, links)) return false;
   }
   const last = newestSealed(links);

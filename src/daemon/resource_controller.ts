@@ -13,6 +13,7 @@ import path from 'node:path';
 import { scanFileBatch, UserEngine, type Checkpoint } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
 import { syncSocketPath, type PeerManager } from '../peer/index.js';
+import { historyEnd } from '../replication/history_end.js';
 import { parseReplayValue } from '../replication/log_names.js';
 import { Replica } from '../replication/replica.js';
 import { versionValue } from '../replication/versions.js';
@@ -104,7 +105,8 @@ export class ResourceController {
     await replica?.stop();
     if (replica && !want.connect) {
       const end = await replica.finishLocal();
-      if (end) await this.finishForeignLog(end.log, end.offset);
+      const dir = path.join(this.tree.root, `resource-${this.resource}`);
+      if (end) await this.finishForeignLog(end.log, await historyEnd(path.join(dir, end.log), end.offset));
     }
     return await this.nextLogPath(want.wasEmergency);
   }
@@ -302,7 +304,7 @@ export class ResourceController {
   /** version-<seq>-<host> for a log this host wrote and sealed (docs/replication.md). */
   private async publishVersion(logPath: string, end?: number): Promise<void> {
     const seq = seqOf(logPath);
-    const size = end ?? (await stat(logPath)).size;
+    const size = await historyEnd(logPath, end ?? (await stat(logPath)).size);
     const previous = await this.tree.getValue(versionKey(this.resource, seq - 1, this.tree.host));
     await this.tree.set(versionKey(this.resource, seq, this.tree.host), versionValue(previous, path.basename(logPath), size));
   }
@@ -340,7 +342,8 @@ export class ResourceController {
     await rm(serving.socketPath, { force: true });
     // The final log end, not the one the ticker published up to a second ago.
     const endKey = actualKey(this.resource, this.tree.host, 'log-end');
-    await this.tree.set(endKey, `${path.basename(serving.engine.logPath)},${(await stat(serving.engine.logPath)).size}`);
+    const end = await historyEnd(serving.engine.logPath, (await stat(serving.engine.logPath)).size);
+    await this.tree.set(endKey, `${path.basename(serving.engine.logPath)},${end}`);
     this.published.delete(endKey);
     if (how.seal) await this.publishVersion(serving.engine.logPath);
     // Until the indicators say so, the handover waits: tell it now, not at the next pass.

@@ -24,6 +24,7 @@ import {
 import {
   comparePositions, parseLogName, parsePositionValue, parseReplayValue, positionValue, replayValue, type LogPosition,
 } from './log_names.js';
+import { historyEnd } from './history_end.js';
 import { Mutex, Signal, waitForAny } from './signal.js';
 import { parseVersion, versionValue } from './versions.js';
 
@@ -472,7 +473,7 @@ export class Replica {
    */
   private async beyondHistory(pos: LogPosition, sealed: number): Promise<boolean> {
     const own = parseLogName(pos.log)!.origin === this.host;
-    const mine = own ? await this.validLength(pos.log) : pos.offset;
+    const mine = own ? await historyEnd(this.copyPath(pos.log), await this.validLength(pos.log)) : await historyEnd(this.copyPath(pos.log), pos.offset);
     if (mine <= sealed) return false;
     const primary = (await this.value(primaryKey(this.resource))) ?? '(none)';
     this.fail(-3, 'SplitBrain', `${this.host} has ${mine - sealed} bytes of ${pos.log} after offset ${sealed}, where ${primary}'s history ends it; ` +

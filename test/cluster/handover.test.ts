@@ -125,7 +125,8 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
     await allEqual(alpha);
 
     cluster.isolate(alpha);
-    // alpha goes on taking writes nobody else sees.
+    // The cut takes effect within 200 ms; then alpha goes on taking writes nobody else sees.
+    await eventually('alpha cut off', () => /link to beta is cut/.test(alpha.daemonLog) && /link to gamma is cut/.test(alpha.daemonLog), 10_000);
     const lost = await NbdClient.connect(alpha.socket(RES), RES);
     await lost.write(0, randomBytes(1 << 20, 77));
     await lost.flush();
@@ -141,6 +142,13 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
     await after.stop();
     await before.verify(beta.socket(RES), 'beta'); // everything replicated before the cut
     await allEqual(beta, 40_000, [gamma]); // gamma follows beta; alpha is cut off
+
+    // alpha's stale is-primary (it never heard) must not block planned handovers among the rest.
+    for (const next of [gamma, beta]) {
+      const r = await next.marsadm('primary', RES, '--timeout', '30');
+      expect(r.code, r.err).to.equal(0);
+      expect(await isPrimary(next)).to.equal(true);
+    }
 
     cluster.rejoin(alpha);
     await eventually('alpha to stop serving', async () => !(await isPrimary(alpha)), 40_000);

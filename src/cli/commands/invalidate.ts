@@ -10,6 +10,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
+import { parseVersion } from '../../replication/versions.js';
 import { parseLogName, parseReplayValue, replayValue } from '../../replication/log_names.js';
 import {
   actualKey, dataKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, versionKey, type MarsTree,
@@ -59,9 +60,20 @@ async function setAttach(ctx: CommandContext, tree: MarsTree, res: string, value
 async function resetPosition(tree: MarsTree, res: string, primary: string, log: string): Promise<void> {
   const me = tree.host;
   const seq = parseLogName(log)!.seq;
+  // Our links from the split point on go: every one the primary's history does not share
+  // (else view would go on reporting the split brain), and those the sync replaces.
   for (const e of await tree.list(`${resourceDir(res)}/version-`)) {
     const m = /\/version-([0-9]{9})-(.+)$/.exec(e.key);
-    if (e.value !== null && m && m[2] === me && Number(m[1]) >= seq - 1) await tree.delete(e.key);
+    if (e.value === null || !m || m[2] !== me) continue;
+    const theirs = parseVersion(await tree.getValue(versionKey(res, Number(m[1]), primary)));
+    const ours = parseVersion(e.value);
+    if (Number(m[1]) < seq - 1 && theirs?.digest === ours?.digest) continue;
+    await tree.delete(e.key);
+    // A log of our own that the primary's history does not contain: its data is what
+    // invalidate discards (left in place, the daemon would seal it again).
+    if (ours && parseLogName(ours.log)?.origin === me && theirs?.digest !== ours.digest) {
+      await rm(path.join(tree.root, resourceDir(res), ours.log), { force: true });
+    }
   }
   const previous = await tree.getValue(versionKey(res, seq - 1, parseLogName(log)!.origin)) ?? await tree.getValue(versionKey(res, seq - 1, primary));
   if (previous !== undefined) await tree.set(versionKey(res, seq - 1, me), previous);
