@@ -7,10 +7,14 @@
 import { runCliLatency } from './cli_latency.js';
 import { runCompress } from './compress.js';
 import { runCrc32c } from './crc32c.js';
+import { runFailoverSsh } from './failover_ssh.js';
+import { runHandoverSsh } from './handover_ssh.js';
 import { runLogAppendAndReplay } from './log_io.js';
 import { runNbdWrite } from './nbd_write.js';
 import { runPropagate } from './propagate.js';
+import { runPropagateSsh } from './propagate_ssh.js';
 import { runShip } from './ship.js';
+import { runShipSsh } from './ship_ssh.js';
 import { runSync } from './sync.js';
 
 const BENCHES: Record<string, () => Promise<void>> = {
@@ -21,8 +25,12 @@ const BENCHES: Record<string, () => Promise<void>> = {
   'nbd-write': runNbdWrite,
   'cli-latency': runCliLatency,
   ship: runShip,
+  'ship-ssh': runShipSsh,
   sync: runSync,
   propagate: runPropagate,
+  'propagate-ssh': runPropagateSsh,
+  handover: runHandoverSsh,
+  failover: runFailoverSsh,
 };
 
 async function main(): Promise<void> {

@@ -1,0 +1,233 @@
+/**
+ * propagate-ssh: 3 hosts in network namespaces, daemons talking over the real SSH
+ * transport (bench/_ssh_lab.ts).
+ *
+ *  - Latency from a tree set on alpha (MarsTree.set on alpha's root, what `marsadm
+ *    set-link` does, minus node's start-up) until TreeWatchers in this process on beta's
+ *    and gamma's roots see it; p50 and p99 over 200 changes x 2 watchers (target p99 <=
+ *    50 ms). Baseline: the same watcher seeing a set on its own tree (local latency).
+ *  - Idle CPU per host with RESOURCES (1000; PHOBOS_BENCH_RESOURCES) resources, alpha
+ *    primary of all of them, beta and gamma secondaries of all of them (PHOBOS_BENCH_MEMBERS
+ *    =primary-only: beta and gamma see them in the tree but are not members, as in the
+ *    pipe bench): % of one core used over 20 s by every process in the host's namespace
+ *    (daemon, the peer-serves sshd started for the other hosts, sshd sessions), from
+ *    /proc (target <= 2 %). Baseline: the same hosts idle with no resource, over 10 s.
+ *    Then the latency again, with the resources in place (30 changes: PHOBOS_BENCH_LOADED_CHANGES).
+ *
+ * Creating the resources: one create-resource / join-resource run per resource waits for
+ * the daemon each time (4 min for 1000 served by one host, over the pipe transport). Here
+ * the daemons are stopped, the keys those commands write are written straight into each
+ * host's own tree (alpha: size, data, device, todo switches, primary, attach, as
+ * create-resource does; beta and gamma: replay position at the start of alpha's first
+ * log, sync-target, device, switches, data, as join-resource does), and the daemons are
+ * started again: they bring the resources up together, the tree travels over SSH as
+ * usual. One difference from join-resource: `syncstatus-<host>` is written as the size
+ * (sync done) instead of 0, since all disks are fresh sparse files of zeros, identical
+ * already; a fast full sync of them would compare digests and copy nothing.
+ */
+import { closeSync, openSync, truncateSync } from 'node:fs';
+import path from 'node:path';
+
+import { replayValue } from '../src/replication/log_names.js';
+import {
+  actualKey, dataKey, deviceKey, primaryKey, replayKey, resourceKey, sizeKey, todoKey, TreeWatcher,
+} from '../src/tree/index.js';
+import { commandLine, profileWindow, sleep } from './_cluster.js';
+import { commOf, percentile, SshLab, ticksOf, verbose, waitUntil } from './_ssh_lab.js';
+import { report } from './report.js';
+
+const HOSTS = ['alpha', 'beta', 'gamma'] as const;
+const CHANGES = 200;
+/** With the resources up a change can take seconds on a loaded 2-core machine: fewer. */
+const LOADED_CHANGES = Number(process.env['PHOBOS_BENCH_LOADED_CHANGES'] ?? 30);
+const RESOURCES = Number(process.env['PHOBOS_BENCH_RESOURCES'] ?? 1000);
+const MEMBERS = process.env['PHOBOS_BENCH_MEMBERS'] === 'primary-only' ? 'primary-only' : 'all';
+const RESOURCE_BYTES = 1 << 20;
+const IDLE_SECONDS = 20;
+const BASELINE_IDLE_SECONDS = 10;
+const TICKS_PER_SECOND = 100;
+
+/** Arrival times (performance.now()) of values of one key, per watched root. */
+class Arrivals {
+  private readonly seen = new Map<string, number>();
+  private watcher: TreeWatcher | null = null;
+
+  static async watch(root: string, key: string): Promise<Arrivals> {
+    const self = new Arrivals();
+    self.watcher = await TreeWatcher.start({
+      root,
+      onChange: (c) => {
+        if (c.kind === 'set' && c.key === key && c.value !== null) self.seen.set(c.value, performance.now());
+      },
+    });
+    return self;
+  }
+
+  at(value: string): number | undefined {
+    return this.seen.get(value);
+  }
+
+  close(): void {
+    this.watcher?.close();
+  }
+}
+
+/** Latencies (ms) of CHANGES sets on `writer`'s tree until every watcher saw them. */
+async function latencies(lab: SshLab, writer: string, watchers: Arrivals[], key: string, tag: string, changes: number): Promise<number[]> {
+  const tree = await lab.tree(writer);
+  const out: number[] = [];
+  for (let i = 0; i < changes; i++) {
+    const value = `${tag}${i}`;
+    const t = performance.now();
+    await tree.set(key, value);
+    await waitUntil(`change ${i} to arrive`, () => watchers.every((w) => w.at(value) !== undefined), 60_000, 1);
+    for (const w of watchers) out.push(w.at(value)! - t);
+    await sleep(5 + (i % 7)); // not in lockstep with any timer
+  }
+  return out.sort((a, b) => a - b);
+}
+
+interface HostCpu {
+  percent: number;
+  /** The biggest users: `comm(pid) N %`. */
+  top: string;
+}
+
+/** % of one core used by every process in each host's namespace over `seconds`. */
+async function idleCpu(lab: SshLab, seconds: number, profile: boolean): Promise<HostCpu[]> {
+  const pids = await Promise.all(HOSTS.map((h) => lab.namespacePids(h)));
+  const before = pids.map((p) => ticksOf(p));
+  const nodes = pids.flat().filter((p) => commOf(p) === 'node');
+  if (profile) profileWindow(nodes);
+  await sleep(seconds * 1000);
+  if (profile) profileWindow(nodes);
+  const now = await Promise.all(HOSTS.map((h) => lab.namespacePids(h)));
+  return now.map((list, h) => {
+    const after = ticksOf(list);
+    let ticks = 0;
+    const parts: { what: string; pct: number }[] = [];
+    for (const [pid, t] of after) {
+      const used = t - (before[h]!.get(pid) ?? 0); // a process that came meanwhile counts from 0
+      ticks += used;
+      const cmd = commandLine(pid);
+      const what = /peer-serve/.test(cmd) ? 'peer-serve' : / daemon /.test(cmd) ? 'daemon' : commOf(pid);
+      parts.push({ what: `${what}(${pid})`, pct: (100 * used) / TICKS_PER_SECOND / seconds });
+    }
+    const top = parts.filter((p) => p.pct >= 0.05).sort((a, b) => b.pct - a.pct).slice(0, 6).map((p) => `${p.what} ${p.pct.toFixed(1)} %`).join(', ');
+    return { percent: (100 * ticks) / TICKS_PER_SECOND / seconds, top };
+  });
+}
+
+function names(): string[] {
+  return Array.from({ length: RESOURCES }, (_, i) => `r${String(i).padStart(4, '0')}`);
+}
+
+/** The keys create-resource (alpha) and join-resource (the others) write, with the daemons stopped. */
+async function writeResources(lab: SshLab): Promise<void> {
+  const members = MEMBERS === 'all' ? HOSTS.slice(1) : [];
+  const alpha = await lab.tree('alpha');
+  const firstLog = 'log-000000001-alpha';
+  for (const res of names()) {
+    for (const h of ['alpha', ...members]) {
+      const disk = path.join(lab.host(h).dir, `${res}.disk`);
+      closeSync(openSync(disk, 'w'));
+      truncateSync(disk, RESOURCE_BYTES);
+    }
+    const disk = path.join(lab.host('alpha').dir, `${res}.disk`);
+    await alpha.set(sizeKey(res), String(RESOURCE_BYTES));
+    await alpha.set(dataKey(res, 'alpha'), disk);
+    await alpha.set(deviceKey(res, 'alpha'), res);
+    for (const sw of ['connect', 'sync', 'allow-replay'] as const) await alpha.set(todoKey(res, 'alpha', sw), '1');
+    await alpha.set(primaryKey(res), 'alpha');
+    await alpha.set(todoKey(res, 'alpha', 'attach'), '1');
+    for (const h of members) {
+      const tree = await lab.tree(h);
+      await tree.set(replayKey(res, h), replayValue({ log: firstLog, offset: 0 }));
+      await tree.set(resourceKey(res, `syncstatus-${h}`), String(RESOURCE_BYTES)); // join-resource: 0 (see the header)
+      await tree.set(actualKey(res, h, 'sync-target'), '(none)');
+      await tree.set(deviceKey(res, h), res);
+      for (const sw of ['connect', 'sync', 'allow-replay', 'attach'] as const) await tree.set(todoKey(res, h, sw), '1');
+      await tree.set(dataKey(res, h), path.join(lab.host(h).dir, `${res}.disk`));
+    }
+  }
+}
+
+/** How many resources are up: primary on alpha; attached on the members / known to the others. */
+async function upCounts(lab: SshLab): Promise<number[]> {
+  const counts: number[] = [];
+  for (const h of HOSTS) {
+    const tree = await lab.tree(h);
+    let n = 0;
+    for (const res of names()) {
+      const v = h === 'alpha' ? await tree.getValue(actualKey(res, 'alpha', 'is-primary'))
+        : MEMBERS === 'all' ? await tree.getValue(actualKey(res, h, 'is-attached')) : (await tree.getValue(replayKey(res, 'alpha'))) ? '1' : '0';
+      if (v === '1') n++;
+    }
+    counts.push(n);
+  }
+  return counts;
+}
+
+export async function runPropagateSsh(): Promise<void> {
+  const lab = await SshLab.cluster('phbench-prop', HOSTS);
+  const watchers: Arrivals[] = [];
+  try {
+    const remoteKey = 'defaults-alpha/bench-probe';
+    const localKey = 'defaults-beta/bench-probe';
+    const measure = async (tag: string, changes: number): Promise<{ remote: number[]; local: number[] }> => {
+      const w = [await Arrivals.watch(lab.host('beta').root, remoteKey), await Arrivals.watch(lab.host('gamma').root, remoteKey)];
+      const l = await Arrivals.watch(lab.host('beta').root, localKey);
+      watchers.push(...w, l);
+      await sleep(1000);
+      const remote = await latencies(lab, 'alpha', w, remoteKey, `${tag}r`, changes);
+      const local = await latencies(lab, 'beta', [l], localKey, `${tag}l`, changes);
+      for (const x of watchers.splice(0)) x.close();
+      return { remote, local };
+    };
+    await sleep(2000); // links up, initial subscriptions done
+    const empty = await measure('e', CHANGES);
+    for (const p of [50, 99]) {
+      report(`propagate-ssh-p${p}`, percentile(empty.remote, p), 'ms', percentile(empty.local, p),
+        `set on alpha (MarsTree.set) until a TreeWatcher on beta's and on gamma's tree saw it, ${CHANGES} changes x 2 watchers, ` +
+        `SSH transport between namespaces, no resources (target p99 <= 50 ms); baseline: the same watcher seeing a set on its own tree`);
+    }
+
+    const quiet = await idleCpu(lab, BASELINE_IDLE_SECONDS, false);
+    verbose(`propagate-ssh: idle, no resources: ${quiet.map((q, h) => `${HOSTS[h]} ${q.percent.toFixed(2)} % (${q.top})`).join('; ')}`);
+
+    const t = performance.now();
+    for (const h of HOSTS) await lab.stopDaemon(h);
+    await writeResources(lab);
+    const written = (performance.now() - t) / 1000;
+    for (const h of HOSTS) await lab.startDaemon(h);
+    let last = '';
+    await waitUntil(`${RESOURCES} resources up on every host`, async () => {
+      const counts = await upCounts(lab);
+      const line = counts.map((c, h) => `${HOSTS[h]} ${c}`).join(', ');
+      if (line !== last) verbose(`propagate-ssh: ${((performance.now() - t) / 1000).toFixed(0)} s: up: ${line}`);
+      last = line;
+      return counts.every((c) => c === RESOURCES);
+    }, 900_000, 2000);
+    const setupSeconds = (performance.now() - t) / 1000;
+    await sleep(10_000); // let the last publications settle
+    const busy = await idleCpu(lab, IDLE_SECONDS, true);
+    const members = MEMBERS === 'all' ? 'alpha primary, beta and gamma secondaries of every one' : 'served by alpha, in every tree, beta and gamma not members';
+    HOSTS.forEach((h, i) => {
+      report(`propagate-ssh-idle-cpu-${h}`, busy[i]!.percent, '% of a core', quiet[i]!.percent,
+        `every process in ${h}'s namespace (daemon, peer-serves, sshd) over ${IDLE_SECONDS} s idle with ${RESOURCES} resources ` +
+        `(${members}; keys written in ${written.toFixed(0)} s, all up ${setupSeconds.toFixed(0)} s after) (target <= 2 %); ` +
+        `top: ${busy[i]!.top}; baseline: the same with no resource, over ${BASELINE_IDLE_SECONDS} s (${quiet[i]!.top || 'nothing'})`);
+    });
+
+    const loaded = await measure('l', LOADED_CHANGES);
+    report('propagate-ssh-loaded-p99', percentile(loaded.remote, 99), 'ms', percentile(loaded.local, 99),
+      `as propagate-ssh-p99, with the ${RESOURCES} resources up, ${LOADED_CHANGES} changes x 2 watchers (p50 ${percentile(loaded.remote, 50).toFixed(1)} ms, ` +
+      `local p50 ${percentile(loaded.local, 50).toFixed(1)} ms)`);
+  } catch (e) {
+    for (const h of HOSTS) console.error(`--- daemon ${h}\n${lab.daemonTail(h)}`);
+    throw e;
+  } finally {
+    for (const w of watchers) w.close();
+    await lab.close();
+  }
+}
