@@ -72,6 +72,10 @@ const LONG_POLL_MS = 1000;
  * resources must not poll each of them every second.
  */
 const IDLE_WAIT_MS = 10_000;
+/** How long stop() waits for loops stuck on a request to a peer. */
+const STOP_WAIT_MS = 1000;
+/** How long the replay loop waits for a peer's list of logs. */
+const LIST_TIMEOUT_MS = 3000;
 const SAVE_INTERVAL_MS = 500;
 const SYNC_CHUNK_BYTES = 64 << 20;
 /** How often the sync writes its progress to the tree (and syncs the disk first). */
@@ -138,10 +142,19 @@ export class Replica {
     return !this.stopped && this.switches.connect && !this.switches.emergency;
   }
 
+  /**
+   * Stop the loops. Replay (local work) is always waited for. A loop waiting on a peer
+   * whose link just died (SSH notices only after its keepalives, ~15 s) is not waited for
+   * beyond STOP_WAIT_MS: once `stopped` is set,
+   * whatever its request returns is dropped (mayFetch, and the sync's check before each
+   * write), so a forced failover does not hang on the host it is failing away from.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     this.wakeAll();
-    await Promise.all(this.tasks);
+    const [fetch, replay, sync] = this.tasks;
+    await replay; // local work: always finished, so nothing writes the disk or replay-<host> after us
+    await Promise.race([Promise.all([fetch, sync]), new Promise((r) => setTimeout(r, STOP_WAIT_MS).unref())]);
     await this.savePosition(true).catch(() => undefined);
   }
 
@@ -417,7 +430,11 @@ export class Replica {
     for (const link of this.opts.peers.all()) {
       const conn = link.connection;
       if (!conn) continue;
-      const reply = await conn.call(MessageType.LOG_LIST, { res: this.resource }).catch(() => null);
+      // Bounded: a peer whose link died unnoticed must not hold up replay (and stop()).
+      const reply = await Promise.race([
+        conn.call(MessageType.LOG_LIST, { res: this.resource }).catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), LIST_TIMEOUT_MS).unref()),
+      ]);
       const logs = (reply?.json['logs'] ?? []) as [string, number][];
       for (const [name] of logs) if (parseLogName(name)?.seq === seq) found.add(name);
     }
@@ -770,6 +787,7 @@ export class Replica {
       await inWindow(runs, READ_WINDOW, async (run) => {
         const reply = await conn.call(MessageType.BLOCKS_READ, { res, offset: run.offset, length: run.length });
         note(reply.json['log']);
+        if (this.stopped) throw new Error('replica stopped during the sync');
         await writeAllAt(disk, reply.payloadParts, run.offset);
         sent += reply.payloadLength;
       });
