@@ -15,6 +15,7 @@ import { runPropagate } from './propagate.js';
 import { runPropagateSsh } from './propagate_ssh.js';
 import { runShip } from './ship.js';
 import { runShipSsh } from './ship_ssh.js';
+import { runStackHandover } from './stack_handover.js';
 import { runSync } from './sync.js';
 
 const BENCHES: Record<string, () => Promise<void>> = {
@@ -28,6 +29,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   'ship-ssh': runShipSsh,
   sync: runSync,
   propagate: runPropagate,
+  'stack-handover': runStackHandover,
   'propagate-ssh': runPropagateSsh,
   handover: runHandoverSsh,
   failover: runFailoverSsh,

@@ -172,11 +172,20 @@ export async function commitResource(res: string, units: readonly RenderedUnit[]
   const stageDirs = { unit: stageDir(config.unitDir, res), script: stageDir(config.scriptDir, res) };
   try {
     await stage(res, units, stageDirs);
-    await verifyStaged(res, units, config, stageDirs.script);
+    // Committed files were verified when they were written: a run that would change
+    // nothing (every trigger run) skips systemd-analyze, seconds on a slow host.
+    if (!(await sameAsCommitted(res, units, config))) await verifyStaged(res, units, config, stageDirs.script);
     return await commitStaged(res, units, config, systemctl, dirOf, stageDirs);
   } finally {
     await Promise.all(Object.values(stageDirs).map((d) => rm(d, { recursive: true, force: true })));
   }
+}
+
+/** The generator's files for `res` are exactly `units`, byte for byte. */
+async function sameAsCommitted(res: string, units: readonly RenderedUnit[], config: SystemdConfig): Promise<boolean> {
+  const existing = [...await ownedFiles(config.unitDir, res), ...await ownedFiles(config.scriptDir, res)];
+  return existing.length === units.length &&
+    units.every((u) => existing.find((f) => f.name === u.name)?.text === fileText(res, u));
 }
 
 function stageDir(dir: string, res: string): string {
@@ -227,18 +236,23 @@ async function commitStaged(res: string, units: readonly RenderedUnit[], config:
 
   const reloaded = changed.length > 0 || gone.length > 0;
   if (reloaded) note('daemon-reload', await systemctl.daemonReload());
-  const started = await startAlways(units, systemctl, note);
+  const started = await startAlways(units, changed, systemctl, note);
   return {
     written: changed.map((u) => u.name), removed: gone.map((f) => f.name),
     unchanged: units.filter((u) => !changed.includes(u)).map((u) => u.name), reloaded, started, problems,
   };
 }
 
-/** Enable (if they can be) and start the `# ALWAYS_START` units; start is a no-op when they run. */
-async function startAlways(units: readonly RenderedUnit[], systemctl: Systemctl,
+/**
+ * Enable (if they can be) the `# ALWAYS_START` units just written, and start them all;
+ * start is a no-op when they run. An unchanged unit was enabled when it was written (its
+ * runtime links live in /run like the unit itself), and `systemctl enable` reads every
+ * installed unit: seconds on a slow host, at every trigger run.
+ */
+async function startAlways(units: readonly RenderedUnit[], written: readonly RenderedUnit[], systemctl: Systemctl,
   note: (what: string, r: { code: number; stderr: string }) => void): Promise<string[]> {
   const always = units.filter((u) => u.kind === 'unit' && u.markers.alwaysStart && !u.markers.alwaysDisabled);
-  const enabling = always.filter((u) => /^\[Install\]/m.test(u.text)).map((u) => u.name);
+  const enabling = always.filter((u) => written.includes(u) && /^\[Install\]/m.test(u.text)).map((u) => u.name);
   if (enabling.length > 0) note(`enable ${enabling.join(' ')}`, await systemctl.enableRuntime(enabling));
   const names = always.map((u) => u.name);
   if (names.length > 0) note(`start ${names.join(' ')}`, await systemctl.start(names));

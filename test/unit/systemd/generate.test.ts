@@ -67,6 +67,27 @@ describe('systemd generation and commands', () => {
     const report = await generate({ startUnit: 'app-r1.service', stopUnit: 'vol-r1.mount', want: 'alpha' });
     expect(report.written).to.deep.equal([]);
     expect(fx.calls().slice(before)).to.not.include('daemon-reload');
+    // enabled when written; the path unit is started again (a no-op when it runs)
+    expect(fx.calls().slice(before)).to.deep.equal(['start --job-mode=fail phobos-r1-trigger.path']);
+  });
+
+  it('commitResource - systemd-analyze verify runs only when a file would change (every trigger run regenerates)', async () => {
+    await generate({ startUnit: 'app-r1.service', stopUnit: 'vol-r1.mount', want: 'alpha' });
+    const analyzeLog = fx.tmp.file('analyze.log');
+    const analyze = fx.tmp.file('bin/systemd-analyze');
+    writeFileSync(analyze, `#!/bin/sh\necho "$*" >> '${analyzeLog}'\nexit 0\n`, { mode: 0o755 });
+    const config = { ...fx.config, systemdAnalyze: analyze };
+    const run = async (): Promise<void> => {
+      const library = await TemplateLibrary.load(config.templatePath);
+      const settings = { startUnit: 'app-r1.service', stopUnit: 'vol-r1.mount', want: 'alpha' };
+      await commitResource('r1', planResource(library, resourceVars(config, root, 'alpha', 'r1'), settings, config), config,
+        new Systemctl({ binary: config.systemctl, backoffMs: 1 }));
+    };
+    await run();
+    expect(existsSync(analyzeLog)).to.equal(false);
+    writeFileSync(path.join(local, 'app-{{res}}.service'), `${APP}# changed\n`);
+    await run();
+    expect(readFileSync(analyzeLog, 'utf8')).to.match(/^verify /);
   });
 
   it('commitResource - units no longer wanted are stopped and disappear', async () => {
