@@ -91,7 +91,7 @@ export class TreeWatcher {
     this.#rescanning = true;
     try {
       const { keys, values, stamps } = await native.readTreeLinks(this.root, '', true);
-      const todo = new Set<string>();
+      const recheck = new Set<string>();
       const listed = new Set<string>();
       const dirsWithLinks = new Set<string>(['']);
       for (let i = 0; i < keys.length; i++) {
@@ -101,14 +101,14 @@ export class TreeWatcher {
         listed.add(key);
         for (let dir = parentKey(key); dir !== '' && !dirsWithLinks.has(dir); dir = parentKey(dir)) {
           dirsWithLinks.add(dir);
-          if (!this.#dirs.has(dir)) todo.add(dir); // a directory inotify never told us of
+          if (!this.#dirs.has(dir)) recheck.add(dir); // a directory inotify never told us of
         }
         const now = toEntry(key, { value: values[i]!, stamp: stamps[i]! });
-        if (!known || known.entry.value !== now.value || known.entry.stamp !== now.stamp) todo.add(key);
+        if (!known || known.entry.value !== now.value || known.entry.stamp !== now.stamp) recheck.add(key);
       }
-      for (const key of this.#links.keys()) if (!listed.has(key)) todo.add(key);
-      for (const dir of this.#dirs.keys()) if (!dirsWithLinks.has(dir)) todo.add(dir);
-      await Promise.all([...todo].map((key) => this.#serial(key, true)));
+      for (const key of this.#links.keys()) if (!listed.has(key)) recheck.add(key);
+      for (const dir of this.#dirs.keys()) if (!dirsWithLinks.has(dir)) recheck.add(dir);
+      await Promise.all([...recheck].map((key) => this.#serial(key, true)));
       this.stats.rescans++;
     } finally {
       this.#rescanning = false;
