@@ -7,14 +7,14 @@
  * negative replay-code with the reason, and is retried only when the tree's inputs change
  * or after a minute, so a broken resource does not spin.
  */
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { scanFileBatch, UserEngine, type Checkpoint } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
 import { syncSocketPath, type PeerManager } from '../peer/index.js';
 import { historyEnd } from '../replication/history_end.js';
-import { parseReplayValue } from '../replication/log_names.js';
+import { parsePositionValue, parseReplayValue, type LogPosition } from '../replication/log_names.js';
 import { Replica } from '../replication/replica.js';
 import { versionValue } from '../replication/versions.js';
 import { actualKey, replayKey, versionKey, type MarsTree } from '../tree/index.js';
@@ -97,7 +97,7 @@ export class ResourceController {
   /**
    * Becoming primary: stop replicating, and (forced, `connect` off) first replay what was
    * fetched here and write our version link where our history now ends, dropping copies
-   * of later logs we will never follow. Returns the new log to write: the next number.
+   * of later logs we will never follow. Returns the new log to write: a number nobody used.
    */
   private async endHistoryHere(want: Desired): Promise<string> {
     const replica = this.replica ?? (this.peers && !want.connect ? this.newReplica(want) : null);
@@ -108,18 +108,61 @@ export class ResourceController {
       const dir = path.join(this.tree.root, `resource-${this.resource}`);
       if (end) await this.finishForeignLog(end.log, await historyEnd(path.join(dir, end.log), end.offset));
     }
-    return await this.nextLogPath(want.wasEmergency);
+    const historySeq = await this.adoptEmptyLogs(await this.ownHistorySeq());
+    return await this.nextLogPath(want.wasEmergency, historySeq);
+  }
+
+  /** The highest log number our version links end: where our history reaches. */
+  private async ownHistorySeq(): Promise<number> {
+    let max = 0;
+    for (const e of await this.tree.list(`resource-${this.resource}/version-`)) {
+      const m = /\/version-([0-9]{9})-(.+)$/.exec(e.key);
+      if (e.value !== null && m && m[2] === this.tree.host) max = Math.max(max, Number(m[1]));
+    }
+    return max;
   }
 
   /**
-   * The next log of ours: one past the highest log here, or EMERGENCY_GAP past it after
-   * writes that bypassed the log (emergency mode). Secondaries then find no next log and
-   * report Orphan instead of replaying a history with writes missing.
+   * Another member started log seq+1 and wrote nothing to it (a handover that compensated
+   * after the new primary began serving; a failover that reached a host whose copy of that
+   * log was not fetched yet). Its number is taken: our history ends it empty, with our
+   * version link and an empty copy here that replicas can fetch, and our log comes after.
+   * Reusing the number would give two logs of one number: a split brain out of nothing.
+   * Returns the sequence number our history now reaches.
    */
-  private async nextLogPath(afterEmergency: boolean): Promise<string> {
+  private async adoptEmptyLogs(seq: number): Promise<number> {
     const dir = path.join(this.tree.root, `resource-${this.resource}`);
-    const logs = (await readdir(dir).catch(() => [] as string[])).filter((f) => seqOf(f) >= 0);
-    const max = logs.reduce((m, f) => Math.max(m, seqOf(f)), 0);
+    const ends = (await this.tree.list(`resource-${this.resource}/actual-`))
+      .filter((e) => e.key.endsWith('/log-end') && !e.key.includes(`/actual-${this.tree.host}/`))
+      .map((e) => parsePositionValue(e.value ?? undefined))
+      .filter((p): p is LogPosition => p !== null);
+    for (;;) {
+      const next = ends.filter((p) => seqOf(p.log) === seq + 1);
+      if (next.length !== 1 || next[0]!.offset !== 0) return seq;
+      const log = next[0]!.log;
+      const copy = path.join(dir, log);
+      await writeFile(copy, '', { flag: 'a' });
+      // Its origin may have sealed it with a final SYNC_MARK: that is still no data.
+      await this.finishForeignLog(log, await historyEnd(copy, (await stat(copy)).size));
+      this.log(`resource ${this.resource}: ${log} was started and left empty: our history takes it as ended at 0`);
+      seq += 1;
+    }
+  }
+
+  private async localMaxSeq(): Promise<number> {
+    const dir = path.join(this.tree.root, `resource-${this.resource}`);
+    const logs = await readdir(dir).catch(() => [] as string[]);
+    return logs.reduce((m, f) => Math.max(m, seqOf(f)), 0);
+  }
+
+  /**
+   * The next log of ours: one past the highest log here or in our history, or
+   * EMERGENCY_GAP past it after writes that bypassed the log (emergency mode). Secondaries
+   * then find no next log and report Orphan instead of replaying a history with writes missing.
+   */
+  private async nextLogPath(afterEmergency: boolean, historySeq = 0): Promise<string> {
+    const max = Math.max(historySeq, await this.localMaxSeq());
+    const dir = path.join(this.tree.root, `resource-${this.resource}`);
     return path.join(dir, logName(max + (afterEmergency ? EMERGENCY_GAP : 1), this.tree.host));
   }
 

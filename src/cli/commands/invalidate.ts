@@ -7,10 +7,10 @@
  * All switches off (the replica stops), the tree edits, all switches on: a fresh replica
  * starts from the new position. Safe to retry: every step is idempotent.
  */
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, truncate } from 'node:fs/promises';
 import path from 'node:path';
 
-import { parseVersion } from '../../replication/versions.js';
+import { parseVersion, type VersionLink } from '../../replication/versions.js';
 import { parseLogName, parseReplayValue, replayValue } from '../../replication/log_names.js';
 import {
   actualKey, dataKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, versionKey, type MarsTree,
@@ -56,6 +56,19 @@ async function setAttach(ctx: CommandContext, tree: MarsTree, res: string, value
     async () => ((await tree.getValue(actualKey(res, me, 'is-attached'))) ?? '0') === value);
 }
 
+/**
+ * A log of our own whose end the primary's history does not share. If that history holds
+ * the log too (a forced failover ended it earlier), keep the part it holds: the same log
+ * name is the same bytes up to the shorter end, and replay needs the file, which only we
+ * have for sure. Otherwise its data is what invalidate discards (left in place, the
+ * daemon would seal it again).
+ */
+async function dropOwnTail(tree: MarsTree, res: string, log: string, theirs: VersionLink | null): Promise<void> {
+  const copy = path.join(tree.root, resourceDir(res), log);
+  if (theirs && theirs.log === log) await truncate(copy, theirs.offset).catch(() => undefined);
+  else await rm(copy, { force: true });
+}
+
 /** Start over at the beginning of `log` (the primary's current one), as join-resource does. */
 async function resetPosition(tree: MarsTree, res: string, primary: string, log: string): Promise<void> {
   const me = tree.host;
@@ -69,11 +82,7 @@ async function resetPosition(tree: MarsTree, res: string, primary: string, log: 
     const ours = parseVersion(e.value);
     if (Number(m[1]) < seq - 1 && theirs?.digest === ours?.digest) continue;
     await tree.delete(e.key);
-    // A log of our own that the primary's history does not contain: its data is what
-    // invalidate discards (left in place, the daemon would seal it again).
-    if (ours && parseLogName(ours.log)?.origin === me && theirs?.digest !== ours.digest) {
-      await rm(path.join(tree.root, resourceDir(res), ours.log), { force: true });
-    }
+    if (ours && parseLogName(ours.log)?.origin === me && theirs?.digest !== ours.digest) await dropOwnTail(tree, res, ours.log, theirs);
   }
   const previous = await tree.getValue(versionKey(res, seq - 1, parseLogName(log)!.origin)) ?? await tree.getValue(versionKey(res, seq - 1, primary));
   if (previous !== undefined) await tree.set(versionKey(res, seq - 1, me), previous);

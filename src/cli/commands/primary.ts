@@ -48,6 +48,10 @@ export async function run(ctx: CommandContext): Promise<number> {
     stack: settings.startUnit !== undefined, wantBefore: settings.want,
   };
   if (h.old === me && (await get(h, actualKey(res, me, 'is-primary'))) === '1') {
+    // A retried `disconnect; primary --force` still ends connected, as the first try would.
+    if (ctx.options['force'] && !ctx.options['dry-run'] && (await get(h, todoKey(res, me, 'connect'))) === '0') {
+      await tree.set(todoKey(res, me, 'connect'), '1');
+    }
     say(h, `${me} is already primary of ${res}; nothing to do`);
     return 0;
   }
