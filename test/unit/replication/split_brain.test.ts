@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 
+import { memberHistories } from '../../../src/cli/commands/_member_histories.js';
 import { logName } from '../../../src/replication/log_names.js';
 import { findSplitBrain, type HostHistory } from '../../../src/replication/split_brain.js';
 import { parseVersion, versionValue, type VersionLink } from '../../../src/replication/versions.js';
@@ -58,5 +59,32 @@ describe('split brain', () => {
       history('alpha', chain(sealed), [4, 'beta', 30]),
       history('beta', chain(sealed), [4, 'beta', 60]),
     ])).to.equal(null);
+  });
+
+  it('split brain - an old primary whose replay position is past its seal by the closing SYNC_MARK is not one', () => {
+    // alpha left after log 3 (sealed at 90, then its closing 64-byte mark: replay at 154);
+    // beta caught up and serves log 4, empty so far: alpha has nothing to follow yet.
+    const sealed = chain([...common, [3, 'alpha', 90]]);
+    const values = new Map<string, string>([
+      ['resource-r1/actual-beta/is-primary', '1'],
+      ['resource-r1/actual-beta/log-end', `${logName(4, 'beta')},0`],
+      ['resource-r1/replay-alpha', `${logName(3, 'alpha')},154,0`],
+      ['resource-r1/replay-beta', `${logName(4, 'beta')},0,0`],
+    ]);
+    for (const host of ['alpha', 'beta']) {
+      let previous: string | null = null;
+      for (const [seq, link] of sealed) {
+        previous = versionValue(previous, link.log, link.offset);
+        values.set(`resource-r1/version-${String(seq).padStart(9, '0')}-${host}`, previous);
+      }
+    }
+    const tree = {
+      value: (key: string) => values.get(key),
+      entries: (prefix: string) => [...values].filter(([k]) => k.startsWith(prefix)),
+    };
+    expect(findSplitBrain(memberHistories(tree, 'r1', ['alpha', 'beta']))).to.equal(null);
+    // The same position without alpha's link (it never sealed log 3) is data past beta's end.
+    values.delete('resource-r1/version-000000003-alpha');
+    expect(findSplitBrain(memberHistories(tree, 'r1', ['alpha', 'beta']))?.after).to.equal(logName(2, 'alpha'));
   });
 });
