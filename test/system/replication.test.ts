@@ -8,133 +8,50 @@
  * At the end the three disks equal what the workload wrote (sha256).
  */
 import { expect } from 'chai';
-import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, truncateSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import { NbdClient } from '../../src/nbd/index.js';
-import { generateEd25519KeyPair, installAuthorizedKey } from '../../src/peer/ssh/keys.js';
-import { createLab, systemTierMissing, type Lab, type Sshd } from '../support/netns.js';
-import { eventually, MARSADM } from '../support/test_host.js';
+import { systemTierMissing, type Sshd } from '../support/netns.js';
+import { SshCluster, type HostFiles } from '../support/ssh_cluster.js';
+import { eventually } from '../support/test_host.js';
 import { requireTier } from '../support/tiers.js';
 
 const RES = 'r1';
 const SIZE = 64 << 20;
 const HOSTS = ['alpha', 'beta', 'gamma'] as const;
 type Host = (typeof HOSTS)[number];
-const SSH_PORT = 2222;
-
-/** Where one lab host keeps its things (all under the lab's scratch dir). */
-interface HostFiles {
-  readonly root: string;
-  readonly runDir: string;
-  readonly sshDir: string;
-  readonly authorizedKeys: string;
-  readonly hostKeyPub: string;
-  readonly disk: string;
-}
 
 describe('system tier: replication over SSH between network namespaces', function () {
   this.timeout(240_000);
-  let lab: Lab | undefined;
-  const files = {} as Record<Host, HostFiles>;
-  const sshd = {} as Record<Host, Sshd>;
-  const daemons = new Map<Host, { child: ChildProcess; log: string[] }>();
-  let operatorKey: string;
+  let cluster: SshCluster | undefined;
+  let files: Record<Host, HostFiles>;
+  let sshd: Record<Host, Sshd>;
 
   before(async function () {
     requireTier(this, 'system', systemTierMissing());
-    lab = await createLab({ name: 'phrepl', hosts: HOSTS });
-    operatorKey = path.join(lab.dir, 'operator_ed25519');
-    const operator = generateEd25519KeyPair('phobos-operator');
-    await writeFile(operatorKey, `${operator.private.trim()}\n`, { mode: 0o600 });
-    for (const h of HOSTS) {
-      const dir = path.join(lab.dir, h);
-      files[h] = {
-        root: path.join(dir, 'mars'), runDir: path.join(dir, 'run'), sshDir: path.join(dir, 'ssh'),
-        authorizedKeys: path.join(dir, 'authorized_keys'), hostKeyPub: path.join(dir, 'ssh_host_ed25519_key.pub'),
-        disk: path.join(dir, 'disk.img'),
-      };
-      await mkdir(files[h].runDir, { recursive: true });
-      closeSync(openSync(files[h].disk, 'w'));
-      truncateSync(files[h].disk, SIZE);
-      // The operator's own root access (what join-cluster uses once), unrestricted.
-      await installAuthorizedKey(files[h].authorizedKeys, `${operator.public.trim()}`, 'phobos-operator');
-      sshd[h] = await lab.startSshd(h, { authorizedKeysFile: files[h].authorizedKeys, port: SSH_PORT });
-      await writeFile(files[h].hostKeyPub, `${sshd[h].hostKeyLine}\n`);
-    }
+    cluster = await SshCluster.create({ name: 'phrepl', hosts: HOSTS, diskBytes: SIZE });
+    files = cluster.files as Record<Host, HostFiles>;
+    sshd = cluster.sshd as Record<Host, Sshd>;
   });
 
   after(async function () {
-    for (const h of HOSTS) await stopDaemon(h, 'SIGKILL');
-    if (this.currentTest?.state === 'failed' || process.env['PHOBOS_TEST_DAEMON_LOG']) {
-      for (const [h, d] of daemons) console.log(`--- daemon ${h}\n${d.log.join('').slice(-4000)}`);
-    }
-    await lab?.destroy();
+    await cluster?.destroy(this.currentTest?.state === 'failed');
   });
 
-  /** marsadm as host h, inside h's namespace, with h's SSH setup in the environment. */
-  async function marsadm(h: Host, ...argv: string[]): Promise<string> {
-    const r = await lab!.exec(h, process.execPath, [MARSADM, ...argv, '--root', files[h].root, '--host', h], {
-      env: envFor(h), check: false, timeoutMs: 120_000,
-    });
-    if (r.code !== 0) throw new Error(`marsadm ${argv.join(' ')} on ${h} exited ${r.code}: ${r.stderr.trim()}`);
-    return r.stdout;
-  }
-
-  function envFor(h: Host): NodeJS.ProcessEnv {
-    return {
-      ...process.env,
-      PHOBOS_SSH_DIR: files[h].sshDir,
-      PHOBOS_RUN_DIR: files[h].runDir,
-      PHOBOS_AUTHORIZED_KEYS: files[h].authorizedKeys,
-      PHOBOS_HOST_KEY: files[h].hostKeyPub,
-      PHOBOS_SSH_PORT: String(SSH_PORT),
-    };
-  }
-
-  /** join-cluster on h through peer, with the operator's key and OpenSSH. */
-  async function joinCluster(h: Host, peer: Host): Promise<void> {
-    const remote = [process.execPath, MARSADM, '--root', files[peer].root, '--host', peer,
-      '--ssh-dir', files[peer].sshDir, '--authorized-keys', files[peer].authorizedKeys,
-      '--host-key', files[peer].hostKeyPub, '--ssh-port', String(SSH_PORT), '--run-dir', files[peer].runDir].join(' ');
-    const sshOpts = ['-i', operatorKey, '-p', String(SSH_PORT), '-o', `HostName=${lab!.address(peer)}`,
-      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR'].join(' ');
-    await marsadm(h, 'join-cluster', peer, lab!.address(h), '--ssh-opts', sshOpts, '--remote-marsadm', remote);
-  }
-
-  async function startDaemon(h: Host): Promise<void> {
-    const child = lab!.spawn(h, process.execPath, [MARSADM, 'daemon', '--root', files[h].root, '--host', h,
-      '--run-dir', files[h].runDir, '--ssh-dir', files[h].sshDir], { stdio: ['ignore', 'ignore', 'pipe'], env: envFor(h) });
-    const log = daemons.get(h)?.log ?? [];
-    daemons.set(h, { child, log });
-    await new Promise<void>((resolve, reject) => {
-      let text = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        log.push(d.toString());
-        if (process.env['PHOBOS_TEST_DAEMON_LOG']) process.stderr.write(d);
-        text += d.toString();
-        if (text.includes(': started on ')) resolve();
-      });
-      child.once('exit', (code) => reject(new Error(`daemon ${h} exited ${code} before starting:\n${text}`)));
-    });
-  }
-
-  async function stopDaemon(h: Host, sig: NodeJS.Signals): Promise<void> {
-    const d = daemons.get(h);
-    if (!d || d.child.exitCode !== null || d.child.signalCode !== null) return;
-    const exited = new Promise((r) => d.child.once('exit', r));
-    d.child.kill(sig);
-    await exited;
-  }
+  const lab = () => cluster!.lab;
+  const marsadm = (h: Host, ...argv: string[]) => cluster!.marsadm(h, ...argv);
+  const joinCluster = (h: Host, peer: Host) => cluster!.joinCluster(h, peer);
+  const startDaemon = (h: Host) => cluster!.startDaemon(h);
+  const stopDaemon = (h: Host, sig: NodeJS.Signals) => cluster!.stopDaemon(h, sig);
 
   const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
   it('three hosts join over SSH, replicate through a cut link and killed daemons, and end byte-identical', async () => {
     // alpha: the cluster and the resource; its device gets a first layer of data.
-    await marsadm('alpha', 'create-cluster', lab!.address('alpha'));
+    await marsadm('alpha', 'create-cluster', lab().address('alpha'));
     await startDaemon('alpha');
     await marsadm('alpha', 'create-resource', RES, files.alpha.disk);
     const model = Buffer.alloc(SIZE);
@@ -165,12 +82,12 @@ describe('system tier: replication over SSH between network namespaces', functio
       await device.flush();
     };
     await workload(40);
-    await lab!.linkDown('beta');
+    await lab().linkDown('beta');
     await workload(40);
     await stopDaemon('gamma', 'SIGKILL');
     await workload(40);
     await new Promise((r) => setTimeout(r, 4000));
-    await lab!.linkUp('beta');
+    await lab().linkUp('beta');
     await startDaemon('gamma');
     await workload(80);
 
