@@ -16,8 +16,9 @@ import { open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
 import { replayLog, scanFileBatch } from '../dataplane/index.js';
-import { MAX_PAYLOAD_BYTES, MessageType, type Frame, type PeerConnection, type PeerManager } from '../peer/index.js';
 import { DIGEST_READ_BYTES, digestRange, readFullyAt } from '../peer/device_view.js';
+import type { Json } from '../peer/frames.js';
+import { MAX_PAYLOAD_BYTES, MessageType, type Frame, type PeerConnection, type PeerManager } from '../peer/index.js';
 import {
   actualKey, primaryKey, replayKey, resourceKey, todoKey, versionKey, type MarsTree,
 } from '../tree/index.js';
@@ -72,7 +73,7 @@ const LONG_POLL_MS = 1000;
  * resources must not poll each of them every second.
  */
 const IDLE_WAIT_MS = 10_000;
-/** How long stop() waits for loops stuck on a request to a peer. */
+/** How long stop() waits at most for the fetch and sync loops to end. */
 const STOP_WAIT_MS = 1000;
 /** How long the replay loop waits for a peer's list of logs. */
 const LIST_TIMEOUT_MS = 3000;
@@ -84,6 +85,9 @@ export const SYNC_BLOCK_BYTES = 64 << 10;
 
 export class Replica {
   private stopped = false;
+  /** Rejects when stop() is called: every request to a peer races it (peerCall). */
+  private readonly stopping: Promise<never>;
+  private stopRequested!: () => void;
   /**
    * The tree changed or a loop changed state: every loop re-reads what it needs. One
    * signal per loop, so a wake-up that comes while a loop is busy waits for it (Signal
@@ -112,7 +116,12 @@ export class Replica {
   private syncTarget: LogPosition | null = null;
   private switches: ReplicaSwitches = { connect: true, emergency: false };
 
-  constructor(private readonly opts: ReplicaOptions) {}
+  constructor(private readonly opts: ReplicaOptions) {
+    this.stopping = new Promise<never>((_, reject) => {
+      this.stopRequested = () => reject(new Error('replica stopped'));
+    });
+    this.stopping.catch(() => undefined);
+  }
 
   get resource(): string {
     return this.opts.resource;
@@ -143,14 +152,16 @@ export class Replica {
   }
 
   /**
-   * Stop the loops. Replay (local work) is always waited for. A loop waiting on a peer
-   * whose link just died (SSH notices only after its keepalives, ~15 s) is not waited for
-   * beyond STOP_WAIT_MS: once `stopped` is set,
-   * whatever its request returns is dropped (mayFetch, and the sync's check before each
-   * write), so a forced failover does not hang on the host it is failing away from.
+   * Stop the loops. Replay (local work) is always waited for. Fetch and sync are not
+   * waited for on a peer: their pending requests end at once (peerCall), and whatever a
+   * request returns later is dropped (mayFetch, and the sync's check before each write).
+   * So neither a long poll nor a peer whose link just died (SSH notices only after its
+   * keepalives, ~15 s) holds up a handover or a forced failover. STOP_WAIT_MS bounds the
+   * rest (a local write in progress).
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopRequested();
     this.wakeAll();
     const [fetch, replay, sync] = this.tasks;
     await replay; // local work: always finished, so nothing writes the disk or replay-<host> after us
@@ -223,6 +234,7 @@ export class Replica {
       try {
         await loop();
       } catch (e) {
+        if (this.stopped) break;
         this.opts.log(`resource ${this.resource}: ${what}: ${(e as Error).message}`);
         await this.wake[what].wait(1000);
       }
@@ -352,7 +364,18 @@ export class Replica {
   }
 
   private readLog(conn: PeerConnection, log: string, offset: number, length: number, waitMs: number): Promise<Frame> {
-    return conn.call(MessageType.LOG_READ, { res: this.resource, name: log, offset, length, waitMs });
+    return this.peerCall(conn, MessageType.LOG_READ, { res: this.resource, name: log, offset, length, waitMs });
+  }
+
+  /**
+   * A request to a peer that stop() does not wait for: a long poll (up to LONG_POLL_MS),
+   * or a request on a link that died unnoticed (SSH keepalive, ~15 s), would otherwise
+   * hold up a handover's become phase. Its reply, when it comes, goes nowhere.
+   */
+  private peerCall(conn: PeerConnection, type: MessageType, body: Json): Promise<Frame> {
+    const reply = conn.call(type, body);
+    reply.catch(() => undefined);
+    return Promise.race([reply, this.stopping]);
   }
 
   /**
@@ -432,7 +455,7 @@ export class Replica {
       if (!conn) continue;
       // Bounded: a peer whose link died unnoticed must not hold up replay (and stop()).
       const reply = await Promise.race([
-        conn.call(MessageType.LOG_LIST, { res: this.resource }).catch(() => null),
+        this.peerCall(conn, MessageType.LOG_LIST, { res: this.resource }).catch(() => null),
         new Promise<null>((r) => setTimeout(() => r(null), LIST_TIMEOUT_MS).unref()),
       ]);
       const logs = (reply?.json['logs'] ?? []) as [string, number][];
@@ -750,7 +773,7 @@ export class Replica {
    * fresh under the mutex (docs/replication.md "Fast full sync").
    */
   private askDigests(conn: PeerConnection, offset: number, length: number): Promise<Frame> {
-    const reply = conn.call(MessageType.DIGESTS, { res: this.resource, offset, length, blockBytes: SYNC_BLOCK_BYTES });
+    const reply = this.peerCall(conn, MessageType.DIGESTS, { res: this.resource, offset, length, blockBytes: SYNC_BLOCK_BYTES });
     reply.catch(() => undefined); // a reply nobody takes (sync paused) must not go unhandled
     return reply;
   }
@@ -785,7 +808,7 @@ export class Replica {
       const runs = differingRuns(remote.payload, mine, offset, length);
       let sent = 0;
       await inWindow(runs, READ_WINDOW, async (run) => {
-        const reply = await conn.call(MessageType.BLOCKS_READ, { res, offset: run.offset, length: run.length });
+        const reply = await this.peerCall(conn, MessageType.BLOCKS_READ, { res, offset: run.offset, length: run.length });
         note(reply.json['log']);
         if (this.stopped) throw new Error('replica stopped during the sync');
         await writeAllAt(disk, reply.payloadParts, run.offset);
