@@ -207,7 +207,10 @@ export class Daemon {
         continue;
       }
       if (!controller) {
-        controller = new ResourceController(res, this.tree, this.runDir, this.log, this.peers);
+        controller = new ResourceController(res, this.tree, this.runDir, this.log, this.peers, () => {
+          this.dirty.add(res);
+          this.schedule();
+        });
         this.controllers.set(res, controller);
       }
       await controller.reconcile(want);

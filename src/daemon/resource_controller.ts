@@ -23,6 +23,13 @@ import type { Desired, ResourcePhase } from './types.js';
 const RETRY_FAILED_MS = 60_000;
 /** Log numbers skipped after writes that bypassed the log (emergency mode). */
 const EMERGENCY_GAP = 11;
+/**
+ * How long a primary that is no longer designated keeps serving while its device is open:
+ * long enough for its stack's trigger to stop what uses it (a forced failover heard late,
+ * a handover that raced a fresh open), bounded because a device nobody closes must not keep
+ * a stale primary writable for ever.
+ */
+const LEAVE_GRACE_MS = 20_000;
 
 interface Serving {
   readonly engine: UserEngine;
@@ -43,6 +50,8 @@ export class ResourceController {
   private readonly published = new Map<string, string>();
   /** Logging (primary) or fetching (secondary) stopped for lack of space. */
   private emergency = false;
+  /** When we learnt we are no longer designated while the device was open (holdWhileOpen). */
+  private leavingSince: number | null = null;
 
   constructor(
     readonly resource: string,
@@ -50,6 +59,8 @@ export class ResourceController {
     private readonly runDir: string,
     private readonly log: (line: string) => void,
     private readonly peers: PeerManager | null = null,
+    /** Ask the daemon for another reconcile pass of this resource. */
+    private readonly requestPass: () => void = () => undefined,
   ) {}
 
   get currentPhase(): ResourcePhase {
@@ -63,12 +74,17 @@ export class ResourceController {
       await this.stopServing({ seal: !want.primary });
       this.phase = { kind: 'detached' };
     } else if (!want.primary) {
+      if (this.holdWhileOpen()) {
+        await this.publish();
+        return;
+      }
       await this.stopServing({ seal: true });
       await this.sealLeftOwnLog(want);
       this.runReplica(want);
       if (want.emergencyLevel >= 2) await this.dropReplayedLogs();
       this.phase = this.replica ? { kind: 'secondary' } : { kind: 'attached' };
     } else if (this.serving) {
+      this.leavingSince = null;
       await this.followEmergency(want);
       if (this.serving.engine.logging) await this.followRotation(want);
     } else if (!this.shouldRetry(want)) {
@@ -87,6 +103,28 @@ export class ResourceController {
     }
     await this.deleteLogsBelow(want.deleteBelow);
     await this.publish();
+  }
+
+  /**
+   * Another host is designated, but our device is still open: closing the export now would
+   * fail the writes in flight of whoever has it open. A planned handover waited for open
+   * count 0 before it moved the role, so this is a device opened again since, or a forced
+   * failover that we hear of while our stack still runs (its trigger is stopping it). Keep
+   * serving until the last opener closes, at most LEAVE_GRACE_MS. Returns whether we hold.
+   */
+  private holdWhileOpen(): boolean {
+    const openers = this.serving?.server.openCount ?? 0;
+    if (openers === 0) return false;
+    if (this.leavingSince === null) {
+      this.leavingSince = Date.now();
+      this.log(`resource ${this.resource}: another host is designated primary; serving until the device is closed ` +
+        `(${openers} opener(s)), at most ${LEAVE_GRACE_MS / 1000} s`);
+      // The last close asks for a pass too (startServing's close handler).
+      setTimeout(() => this.requestPass(), LEAVE_GRACE_MS).unref();
+    }
+    if (Date.now() - this.leavingSince < LEAVE_GRACE_MS) return true;
+    this.log(`resource ${this.resource}: the device is still open after ${LEAVE_GRACE_MS / 1000} s: closing it (${openers} opener(s))`);
+    return false;
   }
 
   /** A restart of the primary: our newest log is unsealed and nothing newer exists. */
@@ -311,7 +349,10 @@ export class ResourceController {
       await mkdir(this.runDir, { recursive: true, mode: 0o755 });
       const server = new NbdServer({ socketPath, exportName: res, device: engine });
       server.on('open', () => void this.publish().catch(() => undefined));
-      server.on('close', () => void this.publish().catch(() => undefined));
+      server.on('close', () => {
+        void this.publish().catch(() => undefined);
+        if (this.leavingSince !== null) this.requestPass();
+      });
       await server.listen();
       const syncServer = new NbdServer({ socketPath: syncSocketPath(this.runDir, res), exportName: `${res}.sync`, device: engine, readOnly: true });
       await syncServer.listen();
@@ -379,6 +420,7 @@ export class ResourceController {
     const serving = this.serving;
     if (!serving) return;
     this.serving = null;
+    this.leavingSince = null;
     await serving.syncServer.close();
     await serving.server.close();
     await serving.engine.close();

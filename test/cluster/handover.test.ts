@@ -127,21 +127,24 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
     cluster.isolate(alpha);
     // The cut takes effect within 200 ms; then alpha goes on taking writes nobody else sees.
     await eventually('alpha cut off', () => /link to beta is cut/.test(alpha.daemonLog) && /link to gamma is cut/.test(alpha.daemonLog), 10_000);
+    // alpha's "service" keeps the device open until it hears of the failover (below).
     const lost = await NbdClient.connect(alpha.socket(RES), RES);
     await lost.write(0, randomBytes(1 << 20, 77));
     await lost.flush();
-    await lost.disconnect();
 
     expect((await beta.marsadm('primary', '--force', RES)).err).to.match(/disconnect/);
     await beta.ok('disconnect', RES);
     await beta.ok('primary', '--force', RES, '--timeout', '30');
     expect(await isPrimary(beta)).to.equal(true);
-    const after = new Workload(4 << 20, RES);
+    await before.verify(beta.socket(RES), 'beta'); // everything replicated before the cut
+    const after = new Workload(4 << 20, RES, 1_000_000);
     after.start(beta.socket(RES));
     await eventually('writes on beta', () => after.writes >= 32);
     await after.stop();
-    await before.verify(beta.socket(RES), 'beta'); // everything replicated before the cut
     await allEqual(beta, 40_000, [gamma]); // gamma follows beta; alpha is cut off
+    // What an operator checks in `view` first: a host that has not heard of the failover
+    // would hand over from alpha (test 3 cut gamma off; its links come back with backoff).
+    await eventually('gamma to know beta is designated', async () => (await get(gamma, 'primary')) === 'beta', 20_000);
 
     // alpha's stale is-primary (it never heard) must not block planned handovers among the rest.
     for (const next of [gamma, beta]) {
@@ -151,7 +154,13 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
     }
 
     cluster.rejoin(alpha);
-    await eventually('alpha to stop serving', async () => !(await isPrimary(alpha)), 40_000);
+    // alpha hears it is not designated, but its device is open: it serves until it closes.
+    await eventually('alpha to hear of the failover', () => /serving until the device is closed/.test(alpha.daemonLog), 40_000);
+    await lost.write(1 << 20, randomBytes(4096, 78));
+    await lost.flush();
+    expect(await isPrimary(alpha)).to.equal(true);
+    await lost.disconnect();
+    await eventually('alpha to stop serving once the device is closed', async () => !(await isPrimary(alpha)), 5_000);
     await eventually('split brain reported', async () => (await beta.ok('view-is-split-brain', RES)).trim() === '1', 30_000);
     const view = await beta.ok('view', RES);
     expect(view).to.match(/SPLIT BRAIN/);

@@ -14,13 +14,16 @@ const BLOCK = 4096;
 export class Workload {
   /** Block index -> content of the last acknowledged write there. */
   readonly acknowledged = new Map<number, Buffer>();
-  private seed = 1;
+  private seed: number;
   private device: NbdClient | null = null;
   private running: Promise<void> | null = null;
   private stopping = false;
   writes = 0;
 
-  constructor(private readonly spanBytes: number, private readonly exportName: string) {}
+  /** Workloads with different `firstSeed`s write different content (and blocks). */
+  constructor(private readonly spanBytes: number, private readonly exportName: string, firstSeed = 1) {
+    this.seed = firstSeed;
+  }
 
   /** Write to the export at `socket` until stop(). */
   start(socket: string): void {
