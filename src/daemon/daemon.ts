@@ -92,6 +92,7 @@ export class Daemon {
 
   private onTreeChange(change: TreeChange): void {
     const res = this.state.apply(change);
+    if (this.answersPing(change)) return;
     if (!this.matters(change.key)) return;
     if (res === null) this.fullPassDue = true;
     else this.dirty.add(res);
@@ -125,6 +126,22 @@ export class Daemon {
           this.schedule();
         }
       });
+  }
+
+  /**
+   * `actual-<asker>/ping-<us>` = nonce: a planned handover on <asker> proving that its
+   * tree reaches us now and our answer reaches it (primary.ts, docs/handover.md). Echo the
+   * nonce in `actual-<us>/pong-<asker>`; no reconcile pass.
+   */
+  private answersPing(change: TreeChange): boolean {
+    const m = /^actual-([^/]+)\/ping-([^/]+)$/.exec(change.key);
+    if (!m) return false;
+    const [, asker, to] = m;
+    if (to === this.tree.host && asker !== to && change.kind === 'set' && change.value !== null) {
+      const answer = hostActualKey(this.tree.host, `pong-${asker}`);
+      void this.tree.set(answer, change.value).catch((e: Error) => this.log(`ping from ${asker}: ${e.message}`));
+    }
+    return true;
   }
 
   /**

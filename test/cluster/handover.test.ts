@@ -101,6 +101,12 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
   it('a host cut off from the primary is refused a planned handover, with the way out', async () => {
     cluster.isolate(gamma);
     try {
+      // Cut a moment ago: gamma's tree still shows alpha alive, but alpha cannot answer the ping.
+      await new Promise((r) => setTimeout(r, 1000));
+      const early = await gamma.marsadm('primary', RES, '--timeout', '10');
+      expect(early.code, early.out).to.not.equal(0);
+      expect(early.err).to.match(/cannot reach the current primary alpha of r1 now: it did not answer within 5 s/);
+      expect(await get(gamma, 'primary'), 'the refused handover changed the designation').to.equal('alpha');
       // Liveness is judged by alpha's heartbeat, which stops arriving at gamma.
       const stamp = async () => (await gamma.marsadm('get-link', 'actual-alpha/time')).out;
       const seen = await stamp();

@@ -3,6 +3,9 @@
  * compensation; marsadm primary --force RES: failover with what this host has.
  * The phases and their failure handling: docs/handover.md.
  */
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { parseLogName, parsePositionValue, parseReplayValue } from '../../replication/log_names.js';
 import { parseVersion } from '../../replication/versions.js';
 import {
@@ -11,10 +14,12 @@ import {
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { ProgressBar } from '../progress.js';
-import { daemonAlive, openTree, waitFor } from '../tree_access.js';
+import { daemonAlive, openTree, timeoutMs, waitFor } from '../tree_access.js';
 import { parseStatus, readSettings, statusKey, wantKey } from '../../systemd/settings.js';
 
 const NONE = '(none)';
+/** How long the check waits for the old primary to answer a ping, ms (a round trip is ~10-50 ms). */
+const PING_WAIT_MS = 5000;
 
 /** What the phases need to know, read once at the start. */
 interface Handover {
@@ -160,6 +165,30 @@ async function checkPlanned(h: Handover): Promise<void> {
     const age = seen ? `no sign of life for ${Math.round((Date.now() - seen.stamp / 1000) / 1000)} s` : 'never heard from';
     throw new CommandError(`cannot reach the current primary ${h.old} of ${res} (${age}); if ${h.old} is really down, ` +
       `fail over: marsadm disconnect ${res} && marsadm primary --force ${res}`);
+  }
+  if (h.old !== NONE && h.old !== me) await pingOld(h);
+}
+
+/**
+ * A fresh heartbeat in our tree does not prove the old primary hears us now: a link cut a
+ * moment ago is still in reconnect backoff, and the tree is as it was. A handover acting on
+ * such a tree would take the designation (and, compensating, give it back with a newer
+ * stamp) from a primary that may have moved on meanwhile. So ask the old primary's daemon
+ * to echo a nonce (daemon.ts answersPing) and go on only once the echo is back.
+ */
+async function pingOld(h: Handover): Promise<void> {
+  const nonce = randomBytes(8).toString('hex');
+  await h.tree.set(hostActualKey(h.me, `ping-${h.old}`), nonce);
+  const limit = Math.min(timeoutMs(h.ctx), PING_WAIT_MS);
+  const started = Date.now();
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    if ((await h.tree.getValue(hostActualKey(h.old, `pong-${h.me}`))) === nonce) return;
+    if (Date.now() - started >= limit) {
+      throw new CommandError(`cannot reach the current primary ${h.old} of ${h.res} now: it did not answer within ${limit / 1000} s ` +
+        `(the tree here may be stale, e.g. a cut link); check the network and retry, or if ${h.old} is really down, ` +
+        `fail over: marsadm disconnect ${h.res} && marsadm primary --force ${h.res}`);
+    }
+    await sleep(delay);
   }
 }
 
