@@ -521,8 +521,13 @@ export class Replica {
     return true;
   }
 
-  /** Length of the complete records of a log file (a crash may have left a torn tail). */
+  /**
+   * Length of the complete records of a log file (a crash may have left a torn tail). A
+   * missing file has none: an empty log of ours that invalidate dropped, and that another
+   * host's history later took in at offset 0, must not stall replay.
+   */
   private async validLength(log: string): Promise<number> {
+    if ((await stat(this.copyPath(log)).catch(() => null)) === null) return 0;
     let at = 0;
     for (;;) {
       const r = await scanFileBatch(this.copyPath(log), { from: at, final: false, maxRecords: 4096 });
