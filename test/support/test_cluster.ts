@@ -3,7 +3,7 @@
  * daemons that reach each other over the pipe transport (docs/peer-protocol.md).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { tempDir, type TempDir } from './tmp.js';
@@ -59,9 +59,41 @@ export class TestCluster {
     for (const other of this.hosts) if (other !== h) this.heal(h, other);
   }
 
+  /**
+   * SIGKILL the daemons, then wait for the peer-serves they started to go with their
+   * connections (at most 5 s); any still running then are killed and named on stderr:
+   * every process a test starts ends with it.
+   */
   async remove(): Promise<void> {
     await Promise.all(this.hosts.map((h) => h.stopDaemon('SIGKILL')));
+    const left = await processesUnder(this.base.dir, 5000);
+    for (const p of left) {
+      process.stderr.write(`TestCluster: ${p.pid} outlived its daemon, killed: ${p.args}\n`);
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch { /* gone meanwhile */ }
+    }
     this.base.remove();
+  }
+}
+
+/** Processes whose command line names `dir`, once none is left or after `waitMs`. */
+async function processesUnder(dir: string, waitMs: number): Promise<{ pid: number; args: string }[]> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const found: { pid: number; args: string }[] = [];
+    for (const name of readdirSync('/proc')) {
+      if (!/^[0-9]+$/.test(name) || Number(name) === process.pid) continue;
+      let args: string;
+      try {
+        args = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').join(' ');
+      } catch {
+        continue;
+      }
+      if (args.includes(dir)) found.push({ pid: Number(name), args: args.slice(0, 200) });
+    }
+    if (found.length === 0 || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
