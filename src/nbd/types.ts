@@ -13,7 +13,10 @@ export interface BlockDevice {
   /** Export size, bytes. */
   readonly sizeBytes: number;
   read(offset: number, length: number): Promise<Buffer>;
-  /** fua: the write must be durable before the promise settles. */
+  /**
+   * fua: the write must be durable before the promise settles. `data` is handed over: the
+   * server never touches it again, so the device may keep it rather than copy it.
+   */
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
   /** Everything completed before this call must be durable when it settles. */
   flush(): Promise<void>;
