@@ -10,7 +10,7 @@ import path from 'node:path';
 import { dataKey, ipKey, isValidName, NAME_SOURCE, sizeKey, TreeWatcher, UUID_KEY, type MarsTree, type TreeEntry } from '../tree/index.js';
 import { PeerConnection, RemoteError, type OutgoingFrame } from './connection.js';
 import { DIGEST_BYTES, digestRange, openDeviceView, type DeviceView } from './device_view.js';
-import { MAX_PAYLOAD_BYTES, MessageType, PROTOCOL_VERSION, type Frame, type Json } from './frames.js';
+import { MAX_JSON_BYTES, MAX_PAYLOAD_BYTES, MessageType, PROTOCOL_VERSION, type Frame, type Json } from './frames.js';
 import type { PeerTransport } from './transport.js';
 
 export interface PeerServerOptions {
@@ -22,14 +22,19 @@ export interface PeerServerOptions {
   readonly rescanMs?: number;
 }
 
-const ENTRIES_PER_FRAME = 2000;
+/**
+ * JSON bytes of tree rows one TREE_ENTRIES frame carries: under MAX_JSON_BYTES with room
+ * for the envelope. A count limit is not enough: 2000 rows of a 1000-resource tree came
+ * to 130 KB, the frame was refused, and the peer-serve died on every burst of changes.
+ */
+const ROW_BYTES_PER_FRAME = MAX_JSON_BYTES - 1024;
 /** A kept logical device view is closed after this long without requests. */
 const VIEW_IDLE_MS = 2000;
 const MAX_WAIT_MS = 5000;
 const MAX_DIGEST_BLOCKS = MAX_PAYLOAD_BYTES / DIGEST_BYTES;
 const LOG_NAME = new RegExp(`^log-[0-9]{9}-${NAME_SOURCE}$`);
 
-type TreeRow = [string, string | null, number];
+export type TreeRow = [string, string | null, number];
 
 export class PeerServer {
   private client: string | null = null;
@@ -104,17 +109,13 @@ export class PeerServer {
       });
     }
     const rows = (await this.opts.tree.snapshot()).filter((e) => e.stamp > since).map(toRow);
-    const frames: OutgoingFrame[] = [];
-    for (let i = 0; i < rows.length || frames.length === 0; i += ENTRIES_PER_FRAME) {
-      frames.push({ type: MessageType.TREE_ENTRIES, json: { snapshot: true, entries: rows.slice(i, i + ENTRIES_PER_FRAME) } });
-    }
-    return frames;
+    const chunks = packRows(rows);
+    if (chunks.length === 0) chunks.push([]);
+    return chunks.map((entries) => ({ type: MessageType.TREE_ENTRIES, json: { snapshot: true, entries } }));
   }
 
   private flushDeltas(rows: TreeRow[]): void {
-    for (let i = 0; i < rows.length; i += ENTRIES_PER_FRAME) {
-      this.connection.notify(MessageType.TREE_ENTRIES, { snapshot: false, entries: rows.slice(i, i + ENTRIES_PER_FRAME) });
-    }
+    for (const entries of packRows(rows)) this.connection.notify(MessageType.TREE_ENTRIES, { snapshot: false, entries });
   }
 
   private resourceDir(json: Json): string {
@@ -268,6 +269,24 @@ class DeviceViews {
     this.logical.delete(res);
     void view.close();
   }
+}
+
+/** Rows in chunks whose JSON stays within ROW_BYTES_PER_FRAME each. */
+export function packRows(rows: readonly TreeRow[]): TreeRow[][] {
+  const chunks: TreeRow[][] = [];
+  let chunk: TreeRow[] = [], bytes = 0;
+  for (const row of rows) {
+    const size = Buffer.byteLength(JSON.stringify(row)) + 1;
+    if (chunk.length > 0 && bytes + size > ROW_BYTES_PER_FRAME) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(row);
+    bytes += size;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
 }
 
 function toRow(e: TreeEntry): TreeRow {

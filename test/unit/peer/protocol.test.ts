@@ -8,9 +8,11 @@ import { PassThrough } from 'node:stream';
 
 import { expect } from 'chai';
 
-import { FrameDecoder, encodeFrame, MAX_FRAME_BYTES, MessageType, ProtocolError } from '../../../src/peer/frames.js';
+import { FrameDecoder, encodeFrame, MAX_FRAME_BYTES, MAX_JSON_BYTES, MessageType, ProtocolError } from '../../../src/peer/frames.js';
+import { packRows, type TreeRow } from '../../../src/peer/server.js';
 import { PeerConnection, PeerServer, PROTOCOL_VERSION, RemoteError, type PeerTransport } from '../../../src/peer/index.js';
-import { ipKey, MarsTree, UUID_KEY } from '../../../src/tree/index.js';
+import { ipKey, MarsTree, userspaceKey, UUID_KEY } from '../../../src/tree/index.js';
+import { eventually } from '../../support/test_host.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
 
 /** Two transports joined back to back. */
@@ -151,6 +153,37 @@ describe('peer protocol', () => {
       a.output.write(Buffer.from([0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0]));
       await served;
       expect(logs.some((l) => /protocol error: frame length/.test(l))).to.equal(true);
+    });
+
+    it('sends a large tree and a burst of changes in frames within the JSON limit', async () => {
+      // Rows shaped like a 1000-resource tree: 2000 of them came to 130 KB in one frame.
+      const value = `/var/lib/phobos/disks/${'x'.repeat(60)}`;
+      const rows = Array.from({ length: 5000 }, (_, i) => [`resource-r${i}/data-alpha`, value, 1_700_000_000_000_000 + i] as TreeRow);
+      const chunks = packRows(rows);
+      expect(chunks.flat()).to.deep.equal(rows);
+      for (const c of chunks) expect(Buffer.byteLength(JSON.stringify({ snapshot: false, entries: c }))).to.be.below(MAX_JSON_BYTES);
+
+      // Through a peer-serve: long values, so that few keys make frames over the limit.
+      const long = 'y'.repeat(3000);
+      const keys = Array.from({ length: 40 }, (_, i) => userspaceKey(`burst-${String(i).padStart(4, '0')}`, 'r1'));
+      for (const k of keys.slice(0, 25)) await tree.set(k, long);
+      const [a, b] = pair();
+      const served = new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) }).serve(b);
+      const seen = new Set<string>();
+      const client = new PeerConnection(a, {
+        peer: 'beta', log: (l) => logs.push(l),
+        onMessage: (f) => { for (const [key] of f.json['entries'] as TreeRow[]) seen.add(key); },
+      });
+      await hello(client);
+      for (const f of await client.request(MessageType.TREE_SUBSCRIBE, { since: 0 })) {
+        for (const [key] of f.json['entries'] as TreeRow[]) seen.add(key);
+      }
+      expect(keys.slice(0, 25).every((k) => seen.has(k)), 'snapshot complete').to.equal(true);
+      await Promise.all(keys.map((k) => tree.set(k, `${long}-2`)));
+      await eventually('the burst of changes to arrive', async () => keys.every((k) => seen.has(k)) && !client.isClosed, 20_000);
+      client.close();
+      await served;
+      for (const k of keys) await tree.delete(k);
     });
 
     it('writes nothing into its tree, whatever it is asked', async () => {
