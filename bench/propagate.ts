@@ -15,6 +15,7 @@ import {
 } from '../src/tree/index.js';
 import { BenchCluster, cpuTicks, profileOptions, profileWindow, sleep, until, type BenchNode } from './_cluster.js';
 import { report } from './report.js';
+import { countChurn } from './_tree_churn.js';
 
 const CHANGES = 200;
 /**
@@ -77,7 +78,10 @@ async function idleCpu(cluster: BenchCluster, seconds: number, profile: boolean)
   const trees = cluster.nodes.map((n) => n.processTree());
   const before = trees.map((pids) => cpuTicks(pids));
   if (profile) profileWindow(trees.flat());
+  const changes = await countChurn(cluster.nodes.map((n) => ({ name: n.name, root: n.root })));
   await sleep(seconds * 1000);
+  if (process.env['PHOBOS_BENCH_VERBOSE']) console.error(`propagate: tree changes while idle: ${changes.stop().join('; ')}`);
+  else changes.stop();
   if (profile) profileWindow(trees.flat());
   // Processes that came or went meanwhile (a peer-serve restarted) count from 0 / are lost.
   const after = cluster.nodes.map((n) => cpuTicks(n.processTree()));

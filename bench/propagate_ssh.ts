@@ -35,6 +35,7 @@ import {
 import { commandLine, profileWindow, sleep } from './_cluster.js';
 import { commOf, percentile, SshLab, ticksOf, verbose, waitUntil } from './_ssh_lab.js';
 import { report } from './report.js';
+import { countChurn } from './_tree_churn.js';
 
 const HOSTS = ['alpha', 'beta', 'gamma'] as const;
 const CHANGES = 200;
@@ -99,7 +100,9 @@ async function idleCpu(lab: SshLab, seconds: number, profile: boolean): Promise<
   const before = pids.map((p) => ticksOf(p));
   const nodes = pids.flat().filter((p) => commOf(p) === 'node');
   if (profile) profileWindow(nodes);
+  const changes = await countChurn(HOSTS.map((h) => lab.host(h)));
   await sleep(seconds * 1000);
+  verbose(`propagate-ssh: tree changes over ${seconds} s: ${changes.stop().join('; ')}`);
   if (profile) profileWindow(nodes);
   const now = await Promise.all(HOSTS.map((h) => lab.namespacePids(h)));
   return now.map((list, h) => {
