@@ -13,6 +13,12 @@ export interface CommandContext {
   readonly out: NodeJS.WritableStream;
   /** Where the one-line errors go (stderr). */
   readonly err: NodeJS.WritableStream;
+  /**
+   * For a verb that reads the whole tree: the values of every link (MarsTree.values('')),
+   * being read since the command line was parsed. Unset when the root could not be
+   * resolved; the verb's own openTree() then says why.
+   */
+  readonly treeValues?: Promise<ReadonlyMap<string, string | null>>;
 }
 
 /** Sections of `marsadm help`, in order. */
@@ -46,5 +52,11 @@ export interface CommandSpec {
    * waits and log readers leave it unset.
    */
   readonly changesState?: boolean;
+  /**
+   * The verb reads every link of the tree once and exits (the views): main() starts that
+   * walk before loading the verb and hands it over as ctx.treeValues, and the process
+   * skips V8's optimizing compiler (main.ts says why).
+   */
+  readonly readsWholeTree?: boolean;
   readonly load: () => Promise<CommandRun>;
 }

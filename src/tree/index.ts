@@ -15,6 +15,7 @@ export {
   RESERVED_NAMES, RESERVED_PREFIXES, type NameKind,
 } from './names.js';
 export { DEFAULT_ROOT, resolveTreeLocation, shortHostName } from './tree_location.js';
+export { readTreeValues } from './tree_values.js';
 export { DEFAULT_RESCAN_MS, TreeWatcher } from './tree_watcher.js';
 export { LockTimeoutError } from '../dataplane/file_lock.js';
 export * from './types.js';

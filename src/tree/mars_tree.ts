@@ -22,6 +22,7 @@ import { TreeError } from './errors.js';
 import { checkValue, isValidKey, parseKey, UUID_KEY } from './keys.js';
 import { LamportClock } from './lamport_clock.js';
 import { checkName, nameProblem } from './names.js';
+import { readTreeValues } from './tree_values.js';
 import type { LamportStamp, MarsTreeOptions, MergeOptions, SetOptions, TreeEntry } from './types.js';
 import { TOMBSTONE } from './types.js';
 
@@ -187,17 +188,11 @@ export class MarsTree {
 
   /**
    * Values of every link under `prefix`, without stamps: one readlink per link, for views
-   * that read thousands of keys. Keys are not validated (callers look up exact keys); a
-   * tombstone's value is null.
+   * that read thousands of keys (readTreeValues). Keys are not validated (callers look up
+   * exact keys); a tombstone's value is null.
    */
   async values(prefix = ''): Promise<Map<string, string | null>> {
-    const slash = prefix.lastIndexOf('/');
-    const { keys, values } = await native.readTreeLinks(this.root, slash < 0 ? '' : prefix.slice(0, slash), false);
-    const out = new Map<string, string | null>();
-    for (let i = 0; i < keys.length; i++) {
-      if (keys[i]!.startsWith(prefix)) out.set(keys[i]!, values[i] === TOMBSTONE ? null : values[i]!);
-    }
-    return out;
+    return readTreeValues(this.root, prefix);
   }
 
   /** All entries, for the peer protocol. */

@@ -1,0 +1,27 @@
+/**
+ * The values of every link under a prefix, in one native walk and without stamps: what a
+ * view reads. MarsTree.values() is this for an open tree; marsadm calls it directly to
+ * start a view's walk before the view's modules (and MarsTree's) have loaded, so this
+ * file imports only the addon.
+ *
+ * @example
+ * const values = await readTreeValues('/mars', 'resource-r1/');
+ * values.get('resource-r1/size');   // '1073741824'; a tombstone reads as null
+ */
+import { native } from '../dataplane/native.js';
+import { TOMBSTONE } from './types.js';
+
+/**
+ * Values of the links under `root` whose keys start with `prefix`: one readlink per link
+ * (addon/tree_walk.cc walks the smallest directory holding the prefix). Keys are not
+ * validated; a tombstone's value is null. A missing root has no links.
+ */
+export async function readTreeValues(root: string, prefix = ''): Promise<Map<string, string | null>> {
+  const slash = prefix.lastIndexOf('/');
+  const { keys, values } = await native.readTreeLinks(root, slash < 0 ? '' : prefix.slice(0, slash), false);
+  const out = new Map<string, string | null>();
+  for (let i = 0; i < keys.length; i++) {
+    if (keys[i]!.startsWith(prefix)) out.set(keys[i]!, values[i] === TOMBSTONE ? null : values[i]!);
+  }
+  return out;
+}

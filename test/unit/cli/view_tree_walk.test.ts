@@ -1,0 +1,47 @@
+import { expect } from 'chai';
+import { mkdirSync } from 'node:fs';
+
+import { actualKey, dataKey, MarsTree, sizeKey, UUID_KEY } from '../../../src/tree/index.js';
+import { tempDir, type TempDir } from '../../support/tmp.js';
+import { marsadm } from './_cli_fixture.js';
+
+process.env['PHOBOS_NO_SYSLOG'] = '1';
+
+// main() starts a view's tree walk as soon as the command line is parsed (ctx.treeValues);
+// each run must still see the tree as it is then, and report a bad root as before.
+describe('marsadm view: the tree walk started with the command', () => {
+  let tmp: TempDir;
+  let root: string;
+  before(() => {
+    tmp = tempDir('phobos-cli-');
+    root = tmp.file('mars');
+    mkdirSync(root);
+  });
+  after(() => tmp.remove());
+
+  const view = (...argv: string[]) => marsadm('--root', root, '--host', 'alpha', ...argv);
+
+  it('view - a root that is no cluster is refused; once it is one, the next view shows it as it is then', async () => {
+    const refused = await view('view', '--json');
+    expect(refused.code).to.equal(1);
+    expect(refused.err).to.match(/is not a Phobos cluster tree; create one with `marsadm create-cluster`/);
+
+    const tree = await MarsTree.open({ root, host: 'alpha', requireCluster: false });
+    await tree.set(UUID_KEY, '01234567-89ab-cdef-0123-456789abcdef');
+    await tree.set(sizeKey('r1'), String(1 << 20));
+    await tree.set(dataKey('r1', 'alpha'), '/dev/disk-alpha');
+    const first = JSON.parse((await view('view', '--json')).out);
+    expect(first.resources.map((r: { resource: string }) => r.resource)).to.deep.equal(['r1']);
+    expect(first.resources[0].hosts[0].role).to.equal('None');
+
+    await tree.set(actualKey('r1', 'alpha', 'is-attached'), '1');
+    expect((await view('view-role', 'r1')).out).to.equal('Secondary\n');
+  });
+
+  it('view - a missing root is named in the error, as without the early walk', async () => {
+    const r = await marsadm('--root', tmp.file('nope'), '--host', 'alpha', 'view');
+    expect(r.code).to.equal(1);
+    expect(r.err).to.equal(`${tmp.file('nope')} is not a Phobos cluster tree; create one with \`marsadm create-cluster\` ` +
+      '(or pass --root / set MARS_ROOT)\n');
+  });
+});
