@@ -1,5 +1,7 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 import { actualKey, dataKey, MarsTree, sizeKey, UUID_KEY } from '../../../src/tree/index.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
@@ -43,5 +45,35 @@ describe('marsadm view: the tree walk started with the command', () => {
     expect(r.code).to.equal(1);
     expect(r.err).to.equal(`${tmp.file('nope')} is not a Phobos cluster tree; create one with \`marsadm create-cluster\` ` +
       '(or pass --root / set MARS_ROOT)\n');
+  });
+});
+
+describe('marsadm view: the process', () => {
+  let tmp: TempDir;
+  before(() => {
+    tmp = tempDir('phobos-cli-');
+  });
+  after(() => tmp.remove());
+
+  it('view --json - all of a long output reaches a slow reader before the process exits', async function () {
+    this.timeout(120_000);
+    const root = tmp.file('mars');
+    const tree = await MarsTree.open({ root, host: 'alpha', create: true, requireCluster: false });
+    await tree.set(UUID_KEY, '01234567-89ab-cdef-0123-456789abcdef');
+    const RESOURCES = 1000; // ~450 KB of JSON: far more than the pipe and the reader take in while it waits
+    for (let i = 0; i < RESOURCES; i++) {
+      await tree.set(sizeKey(`r${i}`), String(1 << 20));
+      await tree.set(dataKey(`r${i}`, 'alpha'), `/dev/disk-r${i}`);
+    }
+    const main = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', main, '--root', root, '--host', 'alpha', 'view', '--json'],
+      { env: { ...process.env, PHOBOS_NO_SYSLOG: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => chunks.push(d));
+    child.stdout.pause();
+    setTimeout(() => child.stdout.resume(), 1000);
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).to.equal(0);
+    expect(JSON.parse(Buffer.concat(chunks).toString()).resources).to.have.length(RESOURCES);
   });
 });
