@@ -19,6 +19,8 @@ export const KEY_SHAPES: readonly KeyShape[] = [
   { pattern: 'ips/hostkey-<host>', owner: 'host', kind: 'link', value: 'text' },
   { pattern: 'actual-<host>/alive', owner: 'host', kind: 'link', value: 'flag' },
   { pattern: 'actual-<host>/time', owner: 'host', kind: 'link', value: 'stamp' },
+  { pattern: 'actual-<host>/ping-<peer>', owner: 'host', kind: 'link', value: 'text' },
+  { pattern: 'actual-<host>/pong-<peer>', owner: 'host', kind: 'link', value: 'text' },
   { pattern: 'actual-<host>/<name>', owner: 'host', kind: 'link', value: 'text' },
   { pattern: 'defaults/<name>', owner: 'shared', kind: 'link', value: 'text' },
   { pattern: 'defaults-<host>/<name>', owner: 'host', kind: 'link', value: 'text' },
@@ -84,6 +86,8 @@ export const VALUE_FORMATS: Readonly<Record<ValueFormat, { readonly test: (v: st
 const PLACEHOLDERS: Readonly<Record<string, string>> = {
   '<host>': `(?<host>${NAME_SOURCE})`,
   '<res>': `(?<res>${NAME_SOURCE})`,
+  /** Another host's name, in a key owned by <host>. */
+  '<peer>': `(?:${NAME_SOURCE})`,
   '<seq>': '[0-9]{9}',
   '<name>': '[A-Za-z0-9][A-Za-z0-9._+-]{0,127}',
 };
