@@ -7,6 +7,12 @@ import { transportFromOptions } from '../transport.js';
 export async function run(ctx: CommandContext): Promise<number> {
   const tree = await openTree(ctx);
   const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} phobos-daemon[${tree.host}]: ${line}\n`);
+  // Listen before starting: a SIGTERM during the first pass (recovery, serving) must still
+  // drain and sync, not kill the process with writes not yet written back.
+  const stopRequested = new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
   const daemon = await Daemon.start({
     root: tree.root,
     host: tree.host,
@@ -14,11 +20,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     log,
     transport: transportFromOptions(ctx, tree, log),
   });
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  await stopRequested;
   await daemon.stop();
   return 0;
 }
