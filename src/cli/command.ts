@@ -52,11 +52,14 @@ export interface CommandSpec {
    * waits and log readers leave it unset.
    */
   readonly changesState?: boolean;
-  /**
-   * The verb reads every link of the tree once and exits (the views): main() starts that
-   * walk before loading the verb and hands it over as ctx.treeValues, and the process
-   * skips V8's optimizing compiler (main.ts says why).
-   */
-  readonly readsWholeTree?: boolean;
   readonly load: () => Promise<CommandRun>;
+}
+
+/**
+ * The verb reads every link of the tree once and exits: the views. main() starts that walk
+ * before loading the verb and hands it over as ctx.treeValues, and the process skips V8's
+ * optimizing compiler (main.ts says why).
+ */
+export function readsWholeTree(spec: CommandSpec): boolean {
+  return spec.group === 'views';
 }

@@ -9,7 +9,7 @@ const RES = 'RES';
 
 /** A verb whose run function lives in commands/<file>.ts as `run`. */
 function verb(name: string, synopsis: string, summary: string, group: CommandSpec['group'], minArgs: number, maxArgs: number,
-  load: CommandSpec['load'], extra: { details?: string; options?: readonly OptionSpec[]; changesState?: boolean; readsWholeTree?: boolean } = {}): CommandSpec {
+  load: CommandSpec['load'], extra: { details?: string; options?: readonly OptionSpec[]; changesState?: boolean } = {}): CommandSpec {
   return { name, synopsis, summary, group, minArgs, maxArgs, load, changesState: STATE_CHANGING.has(name), ...extra };
 }
 
@@ -68,13 +68,11 @@ const flowMacros: CommandSpec[] = Object.entries(FLOW_HELP).flatMap(([flow, what
   [`view-${flow}-rate`, `bytes/s of ${what}, from two samples --sample-ms apart`],
   [`view-${flow}-remain`, `seconds until ${what} is done at that rate (-1: no progress)`],
 ]).map(([name, summary]) => verb(name!, '[RES]', summary!, 'views', 0, 1,
-  async () => (await import('./commands/view.js')).macro(name!),
-  name!.endsWith('-percent') ? { readsWholeTree: true } : { options: [SAMPLE_OPTION], readsWholeTree: true }));
+  async () => (await import('./commands/view.js')).macro(name!), name!.endsWith('-percent') ? {} : { options: [SAMPLE_OPTION] }));
 
 const macros: CommandSpec[] = [
   ...Object.keys(MACRO_HELP).map((name) =>
-    verb(name, '[RES]', MACRO_HELP[name]!, 'views', 0, 1, async () => (await import('./commands/view.js')).macro(name),
-      { readsWholeTree: true })),
+    verb(name, '[RES]', MACRO_HELP[name]!, 'views', 0, 1, async () => (await import('./commands/view.js')).macro(name))),
   ...flowMacros,
 ];
 
@@ -205,7 +203,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   verb('log-delete-all', RES, 'delete, on every member, the logs of RES every member has replayed', 'logs', 1, 1,
     async () => (await import('./commands/cron.js')).logDeleteAll),
   verb('view', '[RES]', 'show resources and each host\'s role, state, device and log', 'views', 0, 1,
-    async () => (await import('./commands/view.js')).run, { readsWholeTree: true }),
+    async () => (await import('./commands/view.js')).run),
   ...macros,
   ...systemdVerbs,
   verb('set-link', 'KEY VALUE', 'set a tree key (validated against the key table, docs/tree.md)', 'expert', 2, 2,

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 
 import { resolveTreeLocation } from '../tree/tree_location.js';
-import type { CommandContext, CommandSpec } from './command.js';
+import { readsWholeTree, type CommandContext, type CommandSpec } from './command.js';
 import { logCommand } from './command_log.js';
 import { findCommand } from './command_table.js';
 import { EXIT_FAILED, EXIT_USAGE, isOperatorError, UsageError } from './errors.js';
@@ -68,7 +68,7 @@ async function runCommand(spec: CommandSpec, ctx: CommandContext): Promise<numbe
  * resolved is left to the verb's openTree() to report.
  */
 function startTreeWalk(spec: CommandSpec, options: OptionValues): Pick<CommandContext, 'treeValues'> {
-  if (!spec.readsWholeTree) return {};
+  if (!readsWholeTree(spec)) return {};
   let root: string;
   try {
     root = resolveTreeLocation({ root: options['root'] as string | undefined, host: options['host'] as string | undefined }).root;
@@ -120,10 +120,11 @@ function isEntryPoint(): boolean {
 }
 
 /** The command line names a verb that reads the whole tree once (a view); a bad one is main()'s to report. */
-function readsWholeTree(argv: readonly string[]): boolean {
+function namesAView(argv: readonly string[]): boolean {
   try {
     const verb = parseCommandLine(argv, (name) => findCommand(name)?.options ?? []).command;
-    return verb !== undefined && findCommand(verb)?.readsWholeTree === true;
+    const spec = verb === undefined ? undefined : findCommand(verb);
+    return spec !== undefined && readsWholeTree(spec);
   } catch {
     return false;
   }
@@ -137,7 +138,7 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
 // Run when executed directly (the bin, through its symlink), not when imported by tests.
 if (isEntryPoint()) {
   const argv = process.argv.slice(2);
-  const view = readsWholeTree(argv);
+  const view = namesAView(argv);
   // A view is over before V8's optimizing compiler pays off: at 1000 resources it spent
   // ~180 ms of CPU compiling the tree loops and hostView on background threads, taken
   // from the tree walk on a 2-core host, and node waits for unfinished compiles before
