@@ -121,9 +121,12 @@ export const COMMANDS: readonly CommandSpec[] = [
   verb('daemon', '', 'run the Phobos daemon in the foreground (for systemd and tests)', 'cluster', 0, 0,
     async () => (await import('./commands/daemon.js')).run, {
       details: 'Acts on the todo-<host>/* switches and shared keys of the tree and publishes actual-<host>/*.\n' +
-        'The primary\'s device is served over NBD at <run-dir>/<res>.nbd (use nbd-client -unix, qemu-io, nbdcopy).\n' +
+        'The primary\'s device: with the kernel engine phobos.ko\'s /dev/phobos<N>, linked at /dev/mars/<res>;\n' +
+        'with the userspace engine an NBD export at <run-dir>/<res>.nbd (use nbd-client -unix, qemu-io, nbdcopy).\n' +
         'Stops cleanly on SIGTERM: in-flight requests finish, writeback drains, logs are sealed.',
       options: [{ name: 'run-dir', kind: 'string', value: 'DIR', help: 'where NBD sockets live (env PHOBOS_RUN_DIR; default /run/phobos)' },
+        { name: 'engine', kind: 'string', value: 'auto|kernel|user',
+          help: 'who logs the primary\'s writes: phobos.ko or the daemon (env PHOBOS_ENGINE; default auto: kernel when /dev/phobos-ctl answers)' },
         ...TRANSPORT_OPTIONS],
     }),
   verb('peer-serve', '', 'serve one peer on stdin/stdout (run by sshd for the cluster key, or by the pipe transport)', 'expert', 0, 0,

@@ -16,7 +16,7 @@ import {
   actualKey, dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
   type TreeChange,
 } from '../tree/index.js';
-import { acquireFileLock, LockTimeoutError } from '../dataplane/index.js';
+import { acquireFileLock, KernelEngine, LockTimeoutError } from '../dataplane/index.js';
 import { PeerManager } from '../peer/index.js';
 import { caughtUp, sealedByUs } from './history.js';
 import { TreeState, type Values } from './tree_state.js';
@@ -84,7 +84,7 @@ export class Daemon {
       opts.reconcileIntervalMs ?? 1000));
     daemon.timers.push(setInterval(() => void daemon.markAlive().catch((e: Error) => daemon.log(`liveness: ${e.message}`)),
       opts.aliveIntervalMs ?? 2000));
-    daemon.log(`started on ${tree.root}, NBD sockets in ${daemon.runDir}`);
+    daemon.log(`started on ${tree.root}, ${opts.engine ?? 'user'} engine, NBD sockets in ${daemon.runDir}`);
     daemon.schedule();
     await daemon.running;
     return daemon;
@@ -182,6 +182,9 @@ export class Daemon {
     const host = this.tree.host;
     for (const res of await this.tree.listResources()) {
       if ((await this.tree.getValue(dataKey(res, host))) === undefined) continue;
+      // phobos.ko went on serving while no daemon ran: the device is there (and the stack
+      // on it must not be stopped); the first pass adopts it.
+      if (this.opts.engine === 'kernel' && (await KernelEngine.running(res))) continue;
       for (const [name, idle] of [['is-primary', '0'], ['open-count', '0'], ['device', '(none)']] as const) {
         const key = actualKey(res, host, name);
         const now = await this.tree.getValue(key);
@@ -227,7 +230,7 @@ export class Daemon {
         controller = new ResourceController(res, this.tree, this.runDir, this.log, this.peers, () => {
           this.dirty.add(res);
           this.schedule();
-        });
+        }, this.opts.engine ?? 'user');
         this.controllers.set(res, controller);
       }
       await controller.reconcile(want);

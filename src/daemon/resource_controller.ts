@@ -1,6 +1,8 @@
 /**
  * One resource on this host: brings it to the phase the tree asks for (detached,
- * attached, primary with its device served over NBD) and publishes what it reached.
+ * attached, primary with its device served: over NBD by the userspace engine, or as
+ * phobos.ko's /dev/phobos<N> linked at /dev/mars/<res> by the kernel engine) and publishes
+ * what it reached.
  *
  * Transitions run one at a time (the daemon serialises reconcile passes). A failure to
  * become primary (corrupt log, missing disk) leaves the resource attached, publishes a
@@ -10,7 +12,7 @@
 import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { scanFileBatch, UserEngine, type Checkpoint } from '../dataplane/index.js';
+import { KernelEngine, scanFileBatch, UserEngine, type Checkpoint, type DeviceEngine, type EngineKind } from '../dataplane/index.js';
 import { NbdServer } from '../nbd/index.js';
 import { syncSocketPath, type PeerManager } from '../peer/index.js';
 import { historyEnd } from '../replication/history_end.js';
@@ -32,11 +34,15 @@ const EMERGENCY_GAP = 11;
 const LEAVE_GRACE_MS = 20_000;
 
 interface Serving {
-  readonly engine: UserEngine;
-  readonly server: NbdServer;
+  readonly engine: DeviceEngine;
+  /** The userspace engine's NBD export; null with the kernel engine. */
+  readonly server: NbdServer | null;
   /** Read-only export of the same engine, for fast full sync of peers (peer-serve reads it). */
   readonly syncServer: NbdServer;
-  readonly socketPath: string;
+  /** What `actual-<host>/device` names: the NBD socket, or /dev/mars/<res>. */
+  readonly devicePath: string;
+  /** Openers of the device (the kernel engine knows only open or not: 0 or 1). */
+  openCount(): number;
 }
 
 export class ResourceController {
@@ -52,6 +58,8 @@ export class ResourceController {
   private emergency = false;
   /** When we learnt we are no longer designated while the device was open (holdWhileOpen). */
   private leavingSince: number | null = null;
+  /** Said once: the kernel engine cannot cease logging (followEmergency). */
+  private toldNoCease = false;
 
   constructor(
     readonly resource: string,
@@ -61,6 +69,8 @@ export class ResourceController {
     private readonly peers: PeerManager | null = null,
     /** Ask the daemon for another reconcile pass of this resource. */
     private readonly requestPass: () => void = () => undefined,
+    /** Which engine serves the device when this host is primary (`marsadm daemon --engine`). */
+    private readonly engineKind: EngineKind = 'user',
   ) {}
 
   get currentPhase(): ResourcePhase {
@@ -72,6 +82,7 @@ export class ResourceController {
     if (!want.attach) {
       await this.stopReplica();
       await this.stopServing({ seal: !want.primary });
+      if (this.serving) return await this.publish();   // the kernel device is still open
       this.phase = { kind: 'detached' };
     } else if (!want.primary) {
       if (this.holdWhileOpen()) {
@@ -79,6 +90,7 @@ export class ResourceController {
         return;
       }
       await this.stopServing({ seal: true });
+      if (this.serving) return await this.publish();   // the kernel device is still open
       await this.sealLeftOwnLog(want);
       this.runReplica(want);
       if (want.emergencyLevel >= 2) await this.dropReplayedLogs();
@@ -113,7 +125,7 @@ export class ResourceController {
    * serving until the last opener closes, at most LEAVE_GRACE_MS. Returns whether we hold.
    */
   private holdWhileOpen(): boolean {
-    const openers = this.serving?.server.openCount ?? 0;
+    const openers = this.serving?.openCount() ?? 0;
     if (openers === 0) return false;
     if (this.leavingSince === null) {
       this.leavingSince = Date.now();
@@ -210,6 +222,15 @@ export class ResourceController {
    */
   private async followEmergency(want: Desired): Promise<void> {
     const serving = this.serving!;
+    if (want.emergencyLevel >= 4 && !serving.engine.canCeaseLogging) {
+      if (!this.toldNoCease) {
+        this.log(`resource ${this.resource}: EMERGENCY: log area nearly full; the kernel engine cannot bypass its log: ` +
+          'writes will fail with ENOSPC once /mars is full; free space there');
+      }
+      this.toldNoCease = true;
+      return;
+    }
+    this.toldNoCease = false;
     if (want.emergencyLevel >= 4 && serving.engine.logging) {
       const sealed = serving.engine.logPath;
       await serving.engine.ceaseLogging();
@@ -221,7 +242,7 @@ export class ResourceController {
       const next = await this.nextLogPath(true);
       await serving.engine.resumeLogging(next);
       this.emergency = false;
-      this.phase = { kind: 'primary', socketPath: serving.socketPath, logPath: next };
+      this.phase = { kind: 'primary', devicePath: serving.devicePath, logPath: next };
       this.log(`resource ${this.resource}: space is back: logging again into ${path.basename(next)}`);
     }
   }
@@ -335,17 +356,37 @@ export class ResourceController {
 
   private async startServing(want: Desired, logPath: string, checkpoint: Checkpoint | null): Promise<void> {
     const res = this.resource;
-    const socketPath = path.join(this.runDir, `${res}.nbd`);
-    let engine: UserEngine | null = null;
     try {
-      engine = await UserEngine.open({
-        diskPath: want.disk,
-        sizeBytes: want.sizeBytes,
-        logPath,
-        checkpoint,
-        saveCheckpoint: (c) => this.saveCheckpoint(c),
-        stamp: recordClock(BigInt(await this.tree.stamp()) * 1000n),
-      });
+      const stamp = recordClock(BigInt(await this.tree.stamp()) * 1000n);
+      const engineOptions = {
+        diskPath: want.disk, sizeBytes: want.sizeBytes, logPath, checkpoint, stamp,
+        saveCheckpoint: (c: Checkpoint) => this.saveCheckpoint(c),
+      };
+      this.serving = this.engineKind === 'kernel'
+        ? await this.serveKernel(engineOptions)
+        : await this.serveUser(engineOptions);
+      this.startLogEndTicker();
+      this.phase = { kind: 'primary', devicePath: this.serving.devicePath, logPath };
+      this.failedInputs = null;
+      const r = this.serving.engine.recovery;
+      this.log(`resource ${res}: primary, serving ${this.serving.devicePath} (${this.engineKind} engine), log ${path.basename(logPath)}` +
+        (r.adopted ? ' (the module was still running it: adopted)' : '') +
+        (r.replayedRecords || r.truncatedBytes ? ` (recovered: ${r.replayedRecords} records replayed, ${r.truncatedBytes} torn bytes cut)` : ''));
+    } catch (error) {
+      const e = error as Error & { code?: string };
+      this.phase = { kind: 'failed', reason: e.message, code: e.code ?? 'EIO' };
+      this.failedInputs = JSON.stringify(want);
+      this.failedAt = Date.now();
+      this.log(`resource ${res}: cannot become primary: ${e.message}`);
+    }
+  }
+
+  /** The userspace engine, exported over NBD at <runDir>/<res>.nbd. */
+  private async serveUser(options: Parameters<typeof UserEngine.open>[0]): Promise<Serving> {
+    const res = this.resource;
+    const socketPath = path.join(this.runDir, `${res}.nbd`);
+    const engine = await UserEngine.open(options);
+    try {
       await mkdir(this.runDir, { recursive: true, mode: 0o755 });
       const server = new NbdServer({ socketPath, exportName: res, device: engine });
       server.on('open', () => void this.publish().catch(() => undefined));
@@ -354,23 +395,43 @@ export class ResourceController {
         if (this.leavingSince !== null) this.requestPass();
       });
       await server.listen();
-      const syncServer = new NbdServer({ socketPath: syncSocketPath(this.runDir, res), exportName: `${res}.sync`, device: engine, readOnly: true });
-      await syncServer.listen();
-      this.serving = { engine, server, syncServer, socketPath };
-      this.startLogEndTicker();
-      this.phase = { kind: 'primary', socketPath, logPath };
-      this.failedInputs = null;
-      const r = engine.recovery;
-      this.log(`resource ${res}: primary, serving ${socketPath}, log ${path.basename(logPath)}` +
-        (r.replayedRecords || r.truncatedBytes ? ` (recovered: ${r.replayedRecords} records replayed, ${r.truncatedBytes} torn bytes cut)` : ''));
+      const syncServer = await this.listenSync(engine);
+      return { engine, server, syncServer, devicePath: socketPath, openCount: () => server.openCount };
     } catch (error) {
-      await engine?.close().catch(() => undefined);
-      const e = error as Error & { code?: string };
-      this.phase = { kind: 'failed', reason: e.message, code: e.code ?? 'EIO' };
-      this.failedInputs = JSON.stringify(want);
-      this.failedAt = Date.now();
-      this.log(`resource ${res}: cannot become primary: ${e.message}`);
+      await engine.close().catch(() => undefined);
+      throw error;
     }
+  }
+
+  /** phobos.ko's device, linked at /dev/mars/<res>; its open state is polled once a second. */
+  private async serveKernel(options: Omit<Parameters<typeof KernelEngine.open>[0], 'resource'>): Promise<Serving> {
+    let wasOpen = false;
+    const engine: KernelEngine = await KernelEngine.open({
+      ...options, resource: this.resource,
+      onChange: () => {
+        const open = engine.openCount > 0;
+        if (open === wasOpen) return;
+        wasOpen = open;
+        void this.publish().catch(() => undefined);
+        if (!open && this.leavingSince !== null) this.requestPass();
+      },
+    });
+    wasOpen = engine.openCount > 0;
+    try {
+      const syncServer = await this.listenSync(engine);
+      return { engine, server: null, syncServer, devicePath: engine.linkPath, openCount: () => engine.openCount };
+    } catch (error) {
+      await engine.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async listenSync(engine: DeviceEngine): Promise<NbdServer> {
+    await mkdir(this.runDir, { recursive: true, mode: 0o755 });
+    const res = this.resource;
+    const syncServer = new NbdServer({ socketPath: syncSocketPath(this.runDir, res), exportName: `${res}.sync`, device: engine, readOnly: true });
+    await syncServer.listen();
+    return syncServer;
   }
 
   /** marsadm log-rotate created a newer log of ours: switch to it. */
@@ -381,7 +442,7 @@ export class ResourceController {
     const sealed = serving.engine.logPath;
     await serving.engine.rotate(want.newestOwnLog);
     await this.publishVersion(sealed);
-    this.phase = { kind: 'primary', socketPath: serving.socketPath, logPath: want.newestOwnLog };
+    this.phase = { kind: 'primary', devicePath: serving.devicePath, logPath: want.newestOwnLog };
     this.log(`resource ${this.resource}: switched to ${path.basename(want.newestOwnLog)}`);
   }
 
@@ -419,12 +480,16 @@ export class ResourceController {
   private async stopServing(how: { seal: boolean }): Promise<void> {
     const serving = this.serving;
     if (!serving) return;
+    if (serving.server) {
+      // Userspace engine: exports first, so no request reaches a closed engine.
+      await serving.syncServer.close();
+      await serving.server.close();
+    }
+    if (!(await this.closeEngine(serving, how))) return;
     this.serving = null;
     this.leavingSince = null;
-    await serving.syncServer.close();
-    await serving.server.close();
-    await serving.engine.close();
-    await rm(serving.socketPath, { force: true });
+    if (serving.server) await rm(serving.devicePath, { force: true });
+    else await serving.syncServer.close();
     // The final log end, not the one the ticker published up to a second ago.
     const endKey = actualKey(this.resource, this.tree.host, 'log-end');
     const end = await historyEnd(serving.engine.logPath, (await stat(serving.engine.logPath)).size);
@@ -434,7 +499,30 @@ export class ResourceController {
     // Until the indicators say so, the handover waits: tell it now, not at the next pass.
     this.phase = { kind: 'attached' };
     await this.publish();
-    this.log(`resource ${this.resource}: stopped serving ${serving.socketPath}${how.seal ? `, sealed ${path.basename(serving.engine.logPath)}` : ''}`);
+    this.log(`resource ${this.resource}: stopped serving ${serving.devicePath}${how.seal ? `, sealed ${path.basename(serving.engine.logPath)}` : ''}`);
+  }
+
+  /**
+   * Close the export and the engine; false if the kernel engine's device is still open.
+   * Leaving the role, the device stays (close() is retried at the next pass, and the
+   * handover is refused until then); at daemon shutdown the module keeps serving it
+   * unsteered, and the next daemon adopts it.
+   */
+  private async closeEngine(serving: Serving, how: { seal: boolean }): Promise<boolean> {
+    try {
+      await serving.engine.close();
+      return true;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'EBUSY' || !(serving.engine instanceof KernelEngine)) throw error;
+      if (how.seal) {
+        this.log(`resource ${this.resource}: cannot stop serving: ${(error as Error).message}`);
+        return false;
+      }
+      serving.engine.release();
+      this.log(`resource ${this.resource}: ${serving.engine.devicePath} is open: phobos.ko keeps serving it; ` +
+        'the next daemon adopts it');
+      return true;
+    }
   }
 
   private async saveCheckpoint(c: Checkpoint): Promise<void> {
@@ -449,9 +537,9 @@ export class ResourceController {
     const values: Record<string, string> = {
       'is-attached': phase.kind === 'detached' ? '0' : '1',
       'is-primary': phase.kind === 'primary' ? '1' : '0',
-      'open-count': String(this.serving?.server.openCount ?? 0),
+      'open-count': String(this.serving?.openCount() ?? 0),
       'replay-code': phase.kind === 'failed' ? `-1,${phase.code}: ${phase.reason.replace(/\s+/g, ' ').slice(0, 300)}` : replica?.replayCode ?? '0',
-      'device': phase.kind === 'primary' ? phase.socketPath : '(none)',
+      'device': phase.kind === 'primary' ? phase.devicePath : '(none)',
       'is-copying': replica?.fetching ? '1' : '0',
       'is-replaying': replica?.replaying ? '1' : '0',
       'is-syncing': replica?.syncing ? '1' : '0',

@@ -3,6 +3,7 @@
  * reads switches (`todo-<host>/*`) and shared keys (`primary`), acts, and publishes
  * indicators (`actual-<host>/*`), as MARS's kernel part does (reference/mars.md 1.3-1.4).
  */
+import type { EngineKind } from '../dataplane/index.js';
 import type { TransportFactory } from '../peer/index.js';
 import type { EmergencyLevel } from './space.js';
 
@@ -21,6 +22,8 @@ export interface DaemonOptions {
   readonly log?: (line: string) => void;
   /** How to reach peers; without one the daemon runs alone (no replication). */
   readonly transport?: TransportFactory;
+  /** The engine of a primary's device (resolved from `--engine`, engine.ts). @default 'user' */
+  readonly engine?: EngineKind;
 }
 
 /** What the tree asks of one resource on this host. */
@@ -64,5 +67,6 @@ export type ResourcePhase =
   | { readonly kind: 'detached' }
   | { readonly kind: 'attached' }
   | { readonly kind: 'secondary' }
-  | { readonly kind: 'primary'; readonly socketPath: string; readonly logPath: string }
+  /** devicePath: the NBD socket (userspace engine) or /dev/mars/<res> (kernel engine). */
+  | { readonly kind: 'primary'; readonly devicePath: string; readonly logPath: string }
   | { readonly kind: 'failed'; readonly reason: string; readonly code: string };

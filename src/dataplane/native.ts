@@ -34,6 +34,56 @@ export interface EncodeInput {
   syncedPos?: number;
 }
 
+/** PHOBOS_IOC_CREATE's inputs (kernel/uapi/phobos_ioctl.h). */
+export interface KernelCreateArgs {
+  backingPath: string;
+  logPath: string;
+  logSeq: number;
+  /** Log offset replay starts from (a record boundary); -1: no replay, only verify. */
+  replayFrom: number;
+  /** 0: the whole backing. */
+  sizeBytes: number;
+  stampFloorNs: bigint;
+  /** 0 logged, 1 durable. */
+  completion: number;
+  /** CODEC_IDS. */
+  codec: number;
+}
+
+export interface KernelCreateResult {
+  minor: number;
+  logEnd: number;
+  replayedRecords: number;
+  replayedBytes: number;
+  truncatedBytes: number;
+}
+
+/** PHOBOS_IOC_QUERY's outputs: positions as numbers, counters as bigints. */
+export interface KernelQueryResult {
+  minor: number;
+  /** PHOBOS_STATE_* bits: 1 log error, 2 writeback error, 4 open. */
+  state: number;
+  completion: number;
+  codec: number;
+  sizeBytes: number;
+  logSeq: number;
+  logPos: number;
+  syncedPos: number;
+  wbLogSeq: number;
+  wbPos: number;
+  wbDurableLogSeq: number;
+  wbDurablePos: number;
+  pendingBytes: number;
+  writes: bigint;
+  zeroes: bigint;
+  flushes: bigint;
+  reads: bigint;
+  records: bigint;
+  logFsyncs: bigint;
+  logErrors: bigint;
+  wbErrors: bigint;
+}
+
 export interface NativeAddon {
   readonly abiVersion: number;
   readonly formatVersion: number;
@@ -60,6 +110,16 @@ export interface NativeAddon {
   /** flock(LOCK_EX|LOCK_NB): the fd, or null if another process holds the lock. */
   tryLock(path: string): number | null;
   unlock(fd: number): void;
+  /** phobos.ko's control device, /dev/phobos-ctl; every kernel* call takes its path first. */
+  readonly kernelCtlDevice: string;
+  /** PHOBOS_IOCTL_VERSION the addon was built with. */
+  readonly kernelAbiVersion: number;
+  kernelVersion(ctl: string): Promise<{ moduleAbi: number; logFormat: number }>;
+  kernelCreate(ctl: string, name: string, args: KernelCreateArgs): Promise<KernelCreateResult>;
+  kernelDestroy(ctl: string, name: string): Promise<{ logEnd: number }>;
+  kernelSwitchLog(ctl: string, name: string, logPath: string, logSeq: number): Promise<{ oldEnd: number }>;
+  kernelQuery(ctl: string, name: string): Promise<KernelQueryResult>;
+  kernelSetCompletion(ctl: string, name: string, completion: number): Promise<void>;
 }
 
 function load(): NativeAddon {

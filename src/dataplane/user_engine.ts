@@ -23,43 +23,15 @@ import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { LogWriter } from './log_writer.js';
 import { native } from './native.js';
 import { replayLog } from './log_replayer.js';
+import { EngineError, type Checkpoint, type DeviceEngine, type EngineOptions, type RecoveryReport } from './engine.js';
 import type { Codec, ReplayResult } from './types.js';
 
-/** Where writeback had got to: every record before `position` of `logPath` is on the disk. */
-export interface Checkpoint {
-  readonly logPath: string;
-  readonly position: number;
-}
-
-export interface UserEngineOptions {
-  /** Underlying disk: a block device, or a regular file (sparse test mode). */
-  diskPath: string;
-  /** Device size exposed, bytes (at most the disk's size). */
-  sizeBytes: number;
-  /** The current log file, e.g. /mars/resource-r/log-000000001-a. */
-  logPath: string;
-  /** @default 'none' */
-  codec?: Codec;
-  /** The last saved checkpoint, or null on a fresh resource. */
-  checkpoint: Checkpoint | null;
-  /** Persist a checkpoint (the daemon writes the replay-<host> link). */
-  saveCheckpoint: (checkpoint: Checkpoint) => Promise<void>;
-  /** Lamport stamp for each write. */
-  stamp: () => bigint;
+export interface UserEngineOptions extends EngineOptions {
   /** Most bytes held in the overlay before writes wait for writeback. @default 64 MiB */
   maxPendingBytes?: number;
-  /** Checkpoint interval. @default 1000 */
-  checkpointIntervalMs?: number;
 }
 
-/** What recovery did before the device was served. */
-export interface RecoveryReport {
-  /** Torn-tail bytes cut from the current log. */
-  readonly truncatedBytes: number;
-  /** Records replayed onto the disk (from the checkpoint on). */
-  readonly replayedRecords: number;
-  readonly replayedBytes: number;
-}
+export { EngineError, type Checkpoint, type RecoveryReport };
 
 /** A write not yet on the disk. `data` null means a zeroed range. */
 interface Pending {
@@ -69,13 +41,6 @@ interface Pending {
   readonly data: Buffer | null;
   /** Log offset after this write's last record. */
   end: number;
-}
-
-export class EngineError extends Error {
-  override readonly name = 'EngineError';
-  constructor(message: string, readonly code: string) {
-    super(message);
-  }
 }
 
 /**
@@ -92,7 +57,9 @@ function ownBuffer(data: Buffer): Buffer {
 const GRANULE_SHIFT = 16;
 const ZEROS = Buffer.alloc(1 << 20);
 
-export class UserEngine {
+export class UserEngine implements DeviceEngine {
+  readonly kind = 'user' as const;
+  readonly canCeaseLogging = true;
   private readonly pending: Pending[] = [];
   private readonly index = new Map<number, Set<Pending>>();
   private pendingBytes = 0;

@@ -1,5 +1,7 @@
-/** marsadm daemon [--run-dir DIR]: run the Phobos daemon in the foreground (systemd, tests). */
+/** marsadm daemon [--run-dir DIR] [--engine auto|kernel|user]: run the Phobos daemon in the foreground (systemd, tests). */
+import { chooseEngine, ENGINE_CHOICES, type EngineChoice } from '../../dataplane/index.js';
 import { Daemon } from '../../daemon/index.js';
+import { UsageError } from '../errors.js';
 import type { CommandContext } from '../command.js';
 import { openTree } from '../tree_access.js';
 import { transportFromOptions } from '../transport.js';
@@ -13,12 +15,19 @@ export async function run(ctx: CommandContext): Promise<number> {
     process.once('SIGTERM', () => resolve());
     process.once('SIGINT', () => resolve());
   });
+  const choice = (ctx.options['engine'] as string | undefined) ?? process.env['PHOBOS_ENGINE'] ?? 'auto';
+  if (!ENGINE_CHOICES.includes(choice as EngineChoice)) {
+    throw new UsageError(`--engine ${choice}: unknown engine; use one of ${ENGINE_CHOICES.join(', ')}`);
+  }
+  const engine = await chooseEngine(choice as EngineChoice);
+  log(`engine: ${engine.kind} (${engine.why})`);
   const daemon = await Daemon.start({
     root: tree.root,
     host: tree.host,
     runDir: (ctx.options['run-dir'] as string | undefined) ?? process.env['PHOBOS_RUN_DIR'] ?? '/run/phobos',
     log,
     transport: transportFromOptions(ctx, tree, log),
+    engine: engine.kind,
   });
   await stopRequested;
   await daemon.stop();
