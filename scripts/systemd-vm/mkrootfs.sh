@@ -11,7 +11,8 @@
 #
 # env: KVM_CACHE (default /var/tmp/phobos-kernel-vm; the guest kernel is in $KVM_CACHE/kimg,
 #      from scripts/kernel-vm/install-deps.sh), SCRATCH (where `image` unpacks; default a
-#      tmpfs mounted next to OUT.img). Runs as root (debootstrap, mounts, file ownership).
+#      tmpfs mounted next to OUT.img), PHOBOS_KO (phobos.ko for the guest kernel, installed
+#      as an extra module). Runs as root (debootstrap, mounts, file ownership).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -79,12 +80,17 @@ image() {
 	# Kernel modules loaded after switch_root (virtio_pci, virtio_blk and ext4 are loaded
 	# by the initramfs): the NIC, the control port, NBD. depmod makes modprobe and udev's
 	# modalias loading work.
-	for m in virtio_net virtio_console nbd; do
+	for m in virtio_net virtio_console nbd libcrc32c lz4_compress; do
 		modprobe -d "$kimg" -S "$kver" --show-depends "$m" | awk '$1=="insmod"{print $2}'
 	done | awk '!seen[$0]++' | while read -r f; do
 		g=${f#"$kimg"}; mkdir -p "$r$(dirname "$g")"; cp "$f" "$r$g"
 	done
 	cp "$kimg/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$r/lib/modules/$kver/"
+	# env PHOBOS_KO: phobos.ko built for this kernel (`modprobe phobos` in the guest; the
+	# daemon's --engine auto then picks the kernel engine)
+	if [ -n "${PHOBOS_KO:-}" ]; then
+		mkdir -p "$r/lib/modules/$kver/extra" && cp "$PHOBOS_KO" "$r/lib/modules/$kver/extra/phobos.ko"
+	fi
 	depmod -b "$r" "$kver"
 	echo nbd > "$r/etc/modules-load.d/nbd.conf"
 

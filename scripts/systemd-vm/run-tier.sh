@@ -1,9 +1,13 @@
 #!/bin/bash
 # The systemd VM tier: two qemu TCG guests (alpha, beta) booted with systemd as init, each
 # running the Phobos daemon from the project's units (systemd-units/) and the generated
-# per-resource units, peers over SSH (create-cluster / join-cluster), the userspace engine
-# (the device is the daemon's NBD export, attached with nbd-client). The stack of r1 is a
+# per-resource units, peers over SSH (create-cluster / join-cluster). alpha loads phobos.ko
+# (built here for the guest kernel), so its daemon's --engine auto picks the kernel engine
+# (the device is /dev/phobos0, linked at /dev/mars/r1); beta has no module and runs the
+# userspace engine (the daemon's NBD export, attached with nbd-client). Every log alpha
+# writes is replayed by beta's userspace replayer and the reverse. The stack of r1 is a
 # mounted ext4 filesystem plus a small HTTP service on it. Scenario:
+#   0. alpha's daemon SIGKILLed: the module goes on serving, the restarted daemon adopts it;
 #   1. planned handover alpha -> beta (`marsadm primary r1` on beta) moves the mount and
 #      the service; what the service wrote on alpha is read on beta;
 #   2. the primary's (beta's) link cut (ip link down inside beta), forced failover on alpha
@@ -87,6 +91,8 @@ until_ok() {
 [ -s "$KIMG/vmlinux" ] && [ -s "$KIMG/kver" ] ||
 	{ echo "no guest kernel in $KIMG: run 'bash scripts/kernel-vm/install-deps.sh' as root"; exit 1; }
 KVER=$(cat "$KIMG/kver")
+[ -d "/lib/modules/$KVER/build" ] ||
+	{ echo "headers for $KVER missing: run 'bash scripts/kernel-vm/install-deps.sh' as root"; exit 1; }
 for t in qemu-system-x86_64 busybox cpio mke2fs ssh-keygen node; do
 	command -v "$t" >/dev/null || { echo "$t missing: run scripts/systemd-vm/install-deps.sh"; exit 1; }
 done
@@ -99,9 +105,14 @@ operator_key() {
 	# The operator's root ssh access to both hosts (what join-cluster uses once).
 	ssh-keygen -q -t ed25519 -N '' -C phobos-vm-operator -f "$W/operator_ed25519"
 }
+module() {	# phobos.ko for the guest kernel (the kernel tier checks it with W=1 and DKMS)
+	cp -a "$ROOT/kernel" "$W/kernel" && make -C "$W/kernel" clean >/dev/null 2>&1
+	nice -n 10 make -C "$W/kernel" KVER="$KVER" && modinfo "$W/kernel/phobos.ko" | grep -E '^(vermagic|depends)'
+}
 step rootfs-base bash "$HERE/mkrootfs.sh" base
+step module module
 step operator-key operator_key
-step rootfs-image env OPERATOR_KEY="$W/operator_ed25519" bash "$HERE/mkrootfs.sh" image "$W/rootfs.img"
+step rootfs-image env OPERATOR_KEY="$W/operator_ed25519" PHOBOS_KO="$W/kernel/phobos.ko" bash "$HERE/mkrootfs.sh" image "$W/rootfs.img"
 step initramfs bash "$HERE/mkinitramfs.sh" "$KIMG" "$KVER" "$W/initrd.gz"
 
 # ---- guests ----
@@ -148,22 +159,26 @@ probe boot
 # ---- cluster, resource, stack ----
 UNITS="phobos-daemon.service phobos-trigger.path phobos-trigger.service"
 cluster() {	# the operator's steps: cluster, then the units (docs/operator-guide.md)
-	ctl alpha 60 "marsadm create-cluster ${IP[alpha]} && systemctl enable --now $UNITS" || return 1
+	ctl alpha 60 "modprobe phobos && ls -l /dev/phobos-ctl && marsadm create-cluster ${IP[alpha]} && systemctl enable --now $UNITS" || return 1
 	ctl beta 120 "marsadm join-cluster alpha ${IP[beta]} --ssh-opts '-o StrictHostKeyChecking=accept-new -o BatchMode=yes' &&
 		systemctl enable --now $UNITS && marsadm wait-cluster --timeout 90"
 }
 resource() {
-	ctl alpha 120 "marsadm create-resource $RES /dev/vdb && ls -l /run/phobos/$RES.nbd &&
-		modprobe nbd && nbd-client -unix /run/phobos/$RES.nbd /dev/nbd0 -name $RES -block-size 4096 &&
-		mkfs.ext4 -q -L $RES /dev/nbd0 && nbd-client -d /dev/nbd0" || return 1
-	ctl beta 180 "marsadm join-resource $RES /dev/vdb --json | tail -2"
+	# alpha: the kernel engine's device, linked by the daemon. 4 KiB blocks: phobos0 has
+	# 512-byte sectors, and mke2fs would pick 1 KiB blocks for 32 MiB, which beta's NBD
+	# device (4 KiB sectors) cannot mount
+	ctl alpha 120 "marsadm create-resource $RES /dev/vdb && ls -l /dev/mars/$RES && [ \"\$(readlink /dev/mars/$RES)\" = /dev/phobos0 ] &&
+		mkfs.ext4 -q -b 4096 -L $RES /dev/mars/$RES && echo \"phobos0 records: \$(cat /sys/block/phobos0/phobos/records)\" &&
+		journalctl -b --no-pager -u phobos-daemon | grep -o 'engine: kernel.*'" || return 1
+	ctl beta 180 "marsadm join-resource $RES /dev/vdb --json | tail -2 && journalctl -b --no-pager -u phobos-daemon | grep -o 'engine: user.*'"
 }
 stack() {
 	ctl alpha 120 "marsadm set-systemd-unit $RES app-$RES.service phobos-$RES-stack.service && marsadm get-systemd-unit $RES" || return 1
 	until_ok alpha 120 "the service on alpha" "busybox wget -qO- http://127.0.0.1:8080/app.log | grep -q 'started on alpha'" || return 1
 	# data written on alpha, through the mounted filesystem
 	ctl alpha 60 "cd /mnt/phobos/$RES && head -c 4M /dev/urandom > payload && sha256sum payload > payload.sha256 && sync &&
-		cat app.log payload.sha256" || return 1
+		cat app.log payload.sha256 && findmnt -no SOURCE /mnt/phobos/$RES &&
+		cd /sys/block/phobos0/phobos && grep . records log_fsyncs log_pos wb_durable_pos log_errors" || return 1
 	# beta generated the stack's units by itself: its path unit saw the keys arrive
 	until_ok beta 120 "beta's units of the stack" "[ -e /run/systemd/system/app-$RES.service ] &&
 		st=\$(readlink /mars/resource-$RES/actual-beta/systemd-status) && echo \"beta systemd-status \$st\" && [ \"\$st\" = stop,0,alpha ]"
@@ -180,6 +195,18 @@ guest_costs() {	# what one marsadm costs under TCG (the benchmark's baseline, an
 step resource resource
 step stack-on-alpha stack
 probe stack-on-alpha
+
+# ---- the kernel engine outlives its daemon ----
+daemon_kill() {	# SIGKILL alpha's daemon: phobos.ko keeps serving; the restarted daemon adopts the device
+	ctl alpha 60 "systemctl kill -s KILL phobos-daemon && echo 'alpha: daemon killed' &&
+		cd /mnt/phobos/$RES && head -c 1M /dev/urandom > during-restart && sync && sha256sum during-restart >> payload.sha256 &&
+		echo 'alpha: wrote during-restart with no daemon running'" || return 1
+	until_ok alpha 90 "the restarted daemon to adopt /dev/phobos0" \
+		"journalctl -b --no-pager -u phobos-daemon | grep -o 'resource $RES: primary, serving.*adopted.*'" || return 1
+	ctl alpha 30 "cd /mnt/phobos/$RES && sha256sum -c payload.sha256 && marsadm view-is-primary $RES &&
+		journalctl -b --no-pager -u 'app-*' -u 'phobos-*-stack*' | grep -c Stopping | grep -qx 0"
+}
+step daemon-kill-alpha daemon_kill
 
 # ---- 1. planned handover ----
 stopped_on() {	# HOST NEWHOST: HOST's stack is stopped, and HOST said so in the tree
@@ -220,7 +247,9 @@ failover() {
 	ctl beta 10 'ip link set eth0 down && echo "beta: eth0 down"' || return 1
 	ctl alpha 120 "marsadm disconnect $RES && marsadm primary --force $RES --json" || return 1
 	until_ok alpha 120 "the service on alpha" "busybox wget -qO- http://127.0.0.1:8080/app.log | grep -c 'started on alpha' | grep -qx 2" || return 1
-	ctl alpha 30 "cd /mnt/phobos/$RES && cat app.log && sha256sum -c payload.sha256" || return 1
+	ctl alpha 30 "cd /mnt/phobos/$RES && cat app.log && sha256sum -c payload.sha256 &&
+		echo \"mounted from \$(findmnt -no SOURCE /mnt/phobos/$RES), /dev/mars/$RES -> \$(readlink /dev/mars/$RES)\" &&
+		readlink /dev/mars/$RES | grep -q '^/dev/phobos'" || return 1
 	# cut off, beta still runs its stack: it has heard nothing
 	ctl beta 10 "systemctl is-active app-$RES.service && mountpoint /mnt/phobos/$RES"
 }

@@ -1,10 +1,13 @@
 /**
- * The systemd VM tier (issue 6): two qemu guests booted with systemd as init run the
- * Phobos daemon from the project's units, peers over SSH, the userspace engine's NBD
- * device under an ext4 mount and a small service. A planned handover alpha -> beta moves
- * the mount and the service (what the service wrote on alpha is read on beta); then the
- * primary's (beta's) link is cut and a forced failover starts the stack on alpha; beta
- * stops its stack once its link returns.
+ * The systemd VM tier (issues 6 and 7): two qemu guests booted with systemd as init run
+ * the Phobos daemon from the project's units, peers over SSH, an ext4 mount and a small
+ * service on the resource's device: on alpha phobos.ko's /dev/phobos0 (kernel engine), on
+ * beta the userspace engine's NBD device. alpha's daemon is SIGKILLed while the service
+ * writes (the module keeps serving; the restarted daemon adopts the device). A planned
+ * handover alpha -> beta moves the mount and the service (what was written on alpha
+ * through the module is read on beta); then the primary's (beta's) link is cut and a
+ * forced failover starts the stack on alpha, on a new /dev/phobos<N>; beta stops its
+ * stack once its link returns.
  * The scenario is scripts/systemd-vm/run-tier.sh; this test runs it and checks its steps.
  */
 import { expect } from 'chai';
@@ -36,7 +39,7 @@ describe('systemd VM tier (two systemd guests: the service stack follows the pri
     requireTier(this, 'systemd-vm', vmTierMissing());
   });
 
-  it('vm - a planned handover moves the mount and the service, a forced failover with the primary cut off starts them on the other guest, the cut-off guest stops them when its link returns', () => {
+  it('vm - the kernel engine outlives a SIGKILLed daemon, a planned handover (kernel -> userspace engine) moves the mount and the service, a forced failover with the primary cut off starts them on the other guest, the cut-off guest stops them when its link returns', () => {
     const run = spawnSync('bash', ['scripts/systemd-vm/run-tier.sh'], {
       cwd: root, encoding: 'utf8', timeout: 12 * 60 * 1000, maxBuffer: 64 * 1024 * 1024,
     });
@@ -44,7 +47,7 @@ describe('systemd VM tier (two systemd guests: the service stack follows the pri
     for (const line of out.split('\n')) if (/^(STEP|BENCH|qemu of|systemd-vm tier:)/.test(line)) console.log(`      ${line}`);
     expect(run.status, out.slice(-6000)).to.equal(0);
     expect(out).to.match(/systemd-vm tier: PASS/);
-    for (const step of ['stack-on-alpha', 'handover-to-beta', 'failover-to-alpha', 'relink-beta']) {
+    for (const step of ['stack-on-alpha', 'daemon-kill-alpha', 'handover-to-beta', 'failover-to-alpha', 'relink-beta']) {
       expect(out, step).to.match(new RegExp(`^STEP ${step} +ok`, 'm'));
     }
   });
