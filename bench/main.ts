@@ -9,6 +9,7 @@ import { runCompress } from './compress.js';
 import { runCrc32c } from './crc32c.js';
 import { runFailoverSsh } from './failover_ssh.js';
 import { runHandoverSsh } from './handover_ssh.js';
+import { runKernelWrite } from './kernel_write.js';
 import { runLogAppendAndReplay } from './log_io.js';
 import { runNbdWrite } from './nbd_write.js';
 import { runPropagate } from './propagate.js';
@@ -30,6 +31,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   sync: runSync,
   propagate: runPropagate,
   'stack-handover': runStackHandover,
+  'kernel-write': runKernelWrite,
   'propagate-ssh': runPropagateSsh,
   handover: runHandoverSsh,
   failover: runFailoverSsh,

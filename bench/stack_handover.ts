@@ -3,7 +3,7 @@
  * answering on beta, in the systemd VM tier's two qemu TCG guests
  * (scripts/systemd-vm/run-tier.sh with HANDOVER_ONLY=1), split into
  *   stop     = the primary's phases stop-stack + wait-close (alpha's trigger stops the stack,
- *              the NBD device closes),
+ *              alpha's device, phobos.ko's /dev/phobos0 since issue 7, closes),
  *   handover = check + leave + catch-up + become,
  *   start    = the rest, until busybox httpd on beta answers with alpha's data.
  * Baseline: one `marsadm view-get-primary` in the same guest, same run: under TCG a Node

@@ -6,7 +6,8 @@
 #   bash scripts/kernel-vm/run-tier.sh
 #
 # env: KVM_CACHE (as install-deps.sh), KEEP=1 keeps the scratch folder, SMP (default 1),
-#      TIMEOUT per guest in seconds (default 300), BENCH=1 adds the kernel-write benchmark.
+#      TIMEOUT per guest in seconds (default 300), BENCH=1 adds the kernel-write benchmark,
+#      QEMU_CPU the guest CPU model (default max; e.g. max,erms=off,fsrm=off).
 # Exit 0 only if every step passed; the last line is "kernel tier: PASS|FAIL ...".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -89,7 +90,7 @@ boot() {
 	shift 3
 	for d in "$@"; do drives+=(-drive "file=$d,if=virtio,format=raw,cache=unsafe"); done
 	t=$(date +%s.%N)
-	nice -n 10 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp "$SMP" \
+	nice -n 10 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu "${QEMU_CPU:-max}" -m 512 -smp "$SMP" \
 		-nographic -no-reboot -nic none -kernel "$KIMG/vmlinux" -initrd "$W/initrd.gz" \
 		-append "console=ttyS0 panic=-1 oops=panic panic_on_warn=1 slub_debug=FZPU hung_task_timeout_secs=60 kt.mode=$mode $append" \
 		"${drives[@]}" > "$W/guest-$name.out" 2>&1
