@@ -45,12 +45,29 @@ interface Serving {
   openCount(): number;
 }
 
+export interface ResourceControllerOptions {
+  readonly resource: string;
+  readonly tree: MarsTree;
+  /** Where NBD sockets live. */
+  readonly runDir: string;
+  readonly log: (line: string) => void;
+  /** Peers to replicate from; null when the daemon runs alone. */
+  readonly peers?: PeerManager | null;
+  /** Ask the daemon for another reconcile pass of this resource. */
+  readonly requestPass?: () => void;
+  /** Which engine serves the device when this host is primary (`marsadm daemon --engine`). @default 'user' */
+  readonly engine?: EngineKind;
+  /** The daemon's in-memory tree values (the replica's cheap reads, ReplicaOptions.treeValue). */
+  readonly treeValue?: (key: string) => string | undefined;
+}
+
 export class ResourceController {
   private phase: ResourcePhase = { kind: 'detached' };
   private serving: Serving | null = null;
   private replica: Replica | null = null;
   private deletedBelow = 0;
   private publishTimer: NodeJS.Timeout | null = null;
+  private logEndTimer: NodeJS.Timeout | null = null;
   private failedInputs: string | null = null;
   private failedAt = 0;
   private readonly published = new Map<string, string>();
@@ -58,27 +75,43 @@ export class ResourceController {
   private emergency = false;
   /** When we learnt we are no longer designated while the device was open (holdWhileOpen). */
   private leavingSince: number | null = null;
+  /** Why the current reconcile pass runs (see reconcile). */
+  private passWhy: 'changed' | 'periodic' = 'changed';
+  private lastSwitches = '';
   /** Said once: the kernel engine cannot cease logging (followEmergency). */
   private toldNoCease = false;
 
-  constructor(
-    readonly resource: string,
-    private readonly tree: MarsTree,
-    private readonly runDir: string,
-    private readonly log: (line: string) => void,
-    private readonly peers: PeerManager | null = null,
-    /** Ask the daemon for another reconcile pass of this resource. */
-    private readonly requestPass: () => void = () => undefined,
-    /** Which engine serves the device when this host is primary (`marsadm daemon --engine`). */
-    private readonly engineKind: EngineKind = 'user',
-  ) {}
+  readonly resource: string;
+  private readonly tree: MarsTree;
+  private readonly runDir: string;
+  private readonly log: (line: string) => void;
+  private readonly peers: PeerManager | null;
+  private readonly requestPass: () => void;
+  private readonly engineKind: EngineKind;
+  private readonly treeValue: ((key: string) => string | undefined) | undefined;
+
+  constructor(opts: ResourceControllerOptions) {
+    this.resource = opts.resource;
+    this.tree = opts.tree;
+    this.runDir = opts.runDir;
+    this.log = opts.log;
+    this.peers = opts.peers ?? null;
+    this.requestPass = opts.requestPass ?? (() => undefined);
+    this.engineKind = opts.engine ?? 'user';
+    this.treeValue = opts.treeValue;
+  }
 
   get currentPhase(): ResourcePhase {
     return this.phase;
   }
 
-  /** The rules: docs/handover.md "The rule the daemon follows". */
-  async reconcile(want: Desired): Promise<void> {
+  /**
+   * The rules: docs/handover.md "The rule the daemon follows". `why` is 'periodic' when
+   * the pass visits the resource without a change of its keys (the daemon's full pass):
+   * its replica, if running, is then only woken if the switches differ.
+   */
+  async reconcile(want: Desired, why: 'changed' | 'periodic' = 'changed'): Promise<void> {
+    this.passWhy = why;
     if (!want.attach) {
       await this.stopReplica();
       await this.stopServing({ seal: !want.primary });
@@ -308,8 +341,11 @@ export class ResourceController {
   private runReplica(want: Desired): void {
     const switches = { connect: want.connect, emergency: want.emergencyLevel >= 3 };
     this.emergency = switches.emergency;
+    const same = JSON.stringify(switches) === this.lastSwitches;
+    this.lastSwitches = JSON.stringify(switches);
     if (this.replica) {
-      this.replica.kick(switches);
+      // 3 loops x 1000 idle replicas woken every full pass was a third of its CPU.
+      if (!same || this.passWhy === 'changed') this.replica.kick(switches);
       return;
     }
     if (!this.peers) return;
@@ -321,7 +357,7 @@ export class ResourceController {
   private newReplica(want: Desired): Replica {
     return new Replica({
       tree: this.tree, resource: this.resource, disk: want.disk, sizeBytes: want.sizeBytes, peers: this.peers!, log: this.log,
-      onStatus: () => this.publishSoon(),
+      onStatus: () => this.publishSoon(), treeValue: this.treeValue,
     });
   }
 
@@ -361,11 +397,11 @@ export class ResourceController {
       const engineOptions = {
         diskPath: want.disk, sizeBytes: want.sizeBytes, logPath, checkpoint, stamp,
         saveCheckpoint: (c: Checkpoint) => this.saveCheckpoint(c),
+        onLogGrowth: () => this.logGrew(),
       };
       this.serving = this.engineKind === 'kernel'
         ? await this.serveKernel(engineOptions)
         : await this.serveUser(engineOptions);
-      this.startLogEndTicker();
       this.phase = { kind: 'primary', devicePath: this.serving.devicePath, logPath };
       this.failedInputs = null;
       const r = this.serving.engine.recovery;
@@ -454,21 +490,18 @@ export class ResourceController {
     await this.tree.set(versionKey(this.resource, seq, this.tree.host), versionValue(previous, path.basename(logPath), size));
   }
 
-  /** The log end moves with every write; peers and view see it once a second. */
-  private startLogEndTicker(): void {
-    let published = -1;
-    const tick = setInterval(() => {
-      if (!this.serving) {
-        clearInterval(tick);
-        return;
-      }
-      // An idle device costs nothing: only a moved log end is worth a publish.
-      const end = this.serving.engine.logPosition;
-      if (end === published) return;
-      published = end;
-      this.publishSoon();
+  /**
+   * The log end moves with every write; peers and view see it within a second. Armed by
+   * the engine's onLogGrowth: an idle device has no timer (1000 idle primaries ticking
+   * every second cost their daemon ~1 % of a core).
+   */
+  private logGrew(): void {
+    if (this.logEndTimer) return;
+    this.logEndTimer = setTimeout(() => {
+      this.logEndTimer = null;
+      if (this.serving) this.publishSoon();
     }, 1000);
-    tick.unref();
+    this.logEndTimer.unref();
   }
 
   /**

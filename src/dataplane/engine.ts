@@ -48,6 +48,8 @@ export interface EngineOptions {
   stamp: () => bigint;
   /** Checkpoint interval. @default 1000 */
   checkpointIntervalMs?: number;
+  /** The log grew (an append settled; the kernel engine: seen by its poll). */
+  onLogGrowth?: () => void;
 }
 
 /** A primary's device as the daemon drives it; also what the read-only sync export reads. */

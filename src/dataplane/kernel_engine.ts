@@ -34,7 +34,7 @@ export interface KernelEngineOptions extends EngineOptions {
   ctlPath?: string;
   /** Where the resource's link goes. @default '/dev/mars' */
   linkDir?: string;
-  /** After each query, when the open state or the log end changed. */
+  /** After a query that found the open state changed. */
   onChange?: () => void;
 }
 
@@ -249,7 +249,8 @@ export class KernelEngine implements DeviceEngine {
         await this.saveCheckpoint({ logPath: durableLog, position: q.wbDurablePos });
         for (const seq of this.logs.keys()) if (seq < q.wbDurableLogSeq) this.logs.delete(seq);
       }
-      if (this.ready && (before.state !== q.state || before.logPos !== q.logPos)) this.opts.onChange?.();
+      if (this.ready && before.logPos !== q.logPos) this.opts.onLogGrowth?.();
+      if (this.ready && before.state !== q.state) this.opts.onChange?.();
     })().finally(() => {
       this.polling = null;
     });

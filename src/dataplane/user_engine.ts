@@ -79,7 +79,7 @@ export class UserEngine implements DeviceEngine {
   private direct = false;
 
   private constructor(
-    private readonly opts: Required<Omit<UserEngineOptions, 'checkpoint'>>,
+    private readonly opts: Required<Omit<UserEngineOptions, 'checkpoint' | 'onLogGrowth'>> & Pick<UserEngineOptions, 'onLogGrowth'>,
     private readonly disk: FileHandle,
     private log: LogWriter,
     readonly recovery: RecoveryReport,
@@ -117,7 +117,6 @@ export class UserEngine implements DeviceEngine {
         replayedBytes: replayed.bytes,
       });
       await engine.saveCheckpoint();
-      engine.startCheckpointTimer();
       return engine;
     } catch (error) {
       await disk.close();
@@ -218,6 +217,7 @@ export class UserEngine implements DeviceEngine {
     try {
       const results = await append;
       p.end = results[results.length - 1]!.end;
+      this.opts.onLogGrowth?.();
     } catch (error) {
       this.pending.splice(this.pending.indexOf(p), 1);
       this.forget(p);
@@ -314,7 +314,7 @@ export class UserEngine implements DeviceEngine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     try {
       await this.drain();
       if (!this.direct) await this.log.close();
@@ -397,6 +397,7 @@ export class UserEngine implements DeviceEngine {
         this.pending.splice(0, batch.length);
         for (const p of batch) this.forget(p);
         this.writtenBack = batch[batch.length - 1]!.end;
+        this.armCheckpoint();
         for (const wake of this.spaceWaiters.splice(0)) wake();
       }
     } catch (error) {
@@ -437,9 +438,15 @@ export class UserEngine implements DeviceEngine {
 
   // ---- checkpoints ----
 
-  private startCheckpointTimer(): void {
-    this.checkpointTimer = setInterval(() => {
-      this.saveCheckpoint().catch(() => { /* retried at the next tick; close() reports */ });
+  /**
+   * Save a checkpoint within checkpointIntervalMs of writeback moving. Armed by writeback,
+   * not a standing interval: 1000 idle primaries must not wake every second.
+   */
+  private armCheckpoint(): void {
+    if (this.checkpointTimer || this.closed) return;
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = null;
+      this.saveCheckpoint().catch(() => this.armCheckpoint()); // retried; close() reports
     }, this.opts.checkpointIntervalMs);
     this.checkpointTimer.unref();
   }

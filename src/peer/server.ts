@@ -18,7 +18,7 @@ export interface PeerServerOptions {
   /** Where the daemon keeps its NBD sockets (for the sync view). */
   readonly runDir: string;
   readonly log: (line: string) => void;
-  /** Full rescan of the tree watcher, ms (safety net only). @default 30000 */
+  /** Full rescan of the tree watcher, ms (safety net only, as the daemon's). @default 300000 */
   readonly rescanMs?: number;
 }
 
@@ -100,7 +100,7 @@ export class PeerServer {
       let batch: TreeRow[] = [];
       this.watcher = await TreeWatcher.start({
         root: this.opts.tree.root,
-        rescanMs: this.opts.rescanMs ?? 30_000,
+        rescanMs: this.opts.rescanMs ?? 300_000,
         onChange: (c) => {
           if (c.kind !== 'set') return;
           if (batch.length === 0) setImmediate(() => this.flushDeltas(batch.splice(0)));

@@ -38,6 +38,14 @@ export interface ReplicaOptions {
   readonly log: (line: string) => void;
   /** Called (throttled by the caller) when status() changed. */
   readonly onStatus: () => void;
+  /**
+   * The daemon's in-memory copy of the tree (daemon/tree_state.ts), for keys other hosts
+   * and marsadm write: read without a syscall. Idle, every loop of every replica checks a
+   * few keys per wake-up, and with 1000 resources those lstat+readlink pairs were most of
+   * a secondary's idle CPU. Keys this host owns (which the replica itself writes and reads
+   * back) always come from disk. Without it, every key does.
+   */
+  readonly treeValue?: (key: string) => string | undefined;
 }
 
 /** What the daemon tells a running replica on every reconcile pass. */
@@ -72,7 +80,7 @@ const LONG_POLL_MS = 1000;
  * only bounds how long a missed wake-up could delay them; an idle daemon with 1000
  * resources must not poll each of them every second.
  */
-const IDLE_WAIT_MS = 10_000;
+const IDLE_WAIT_MS = 30_000;
 /** How long stop() waits at most for the fetch and sync loops to end. */
 const STOP_WAIT_MS = 1000;
 /** How long the replay loop waits for a peer's list of logs. */
@@ -176,7 +184,13 @@ export class Replica {
   }
 
   private value(key: string): Promise<string | undefined> {
+    if (this.opts.treeValue && !this.ownKey(key)) return Promise.resolve(this.opts.treeValue(key));
     return this.opts.tree.getValue(key);
+  }
+
+  /** `.../<name>-<host>` or `actual-<host>/...`: written by this host (maybe by us). */
+  private ownKey(key: string): boolean {
+    return key.endsWith(`-${this.host}`) || key.includes(`/actual-${this.host}/`);
   }
 
   private async switchOn(name: 'connect' | 'allow-replay' | 'sync'): Promise<boolean> {
@@ -219,10 +233,12 @@ export class Replica {
     return null;
   }
 
+  /** Every field is a primitive: compare them, no serialising (this runs on every loop turn). */
   private setState(patch: Partial<ReplicaStatus>): void {
-    const before = JSON.stringify(this.state);
+    const fields = Object.keys(patch) as (keyof ReplicaStatus)[];
+    if (fields.every((k) => this.state[k] === patch[k])) return;
     Object.assign(this.state, patch);
-    if (JSON.stringify(this.state) !== before) this.opts.onStatus();
+    this.opts.onStatus();
   }
 
   private wakeAll(): void {
@@ -699,6 +715,12 @@ export class Replica {
     let ahead: DigestsAhead | null = null;
     let progress = null as SyncProgress | null;
     while (!this.stopped) {
+      // Idle and synced (the daemon's copy says so, and we are not mid-sync): nothing to read.
+      if (!progress && this.opts.treeValue?.(syncKey) === String(this.opts.sizeBytes)) {
+        this.setState({ syncing: false });
+        await this.wake.sync.wait(IDLE_WAIT_MS);
+        continue;
+      }
       const stored = await this.opts.tree.get(syncKey);
       // Between publications our progress runs ahead of the tree; an entry we did not
       // write (join-resource, invalidate) starts over from its value.
