@@ -163,7 +163,7 @@ describe('cluster tier: a handover moves the service stack (systemd stand-in)', 
   });
 
   it('primary --force starts the stack on the new side; the old side stops it when it hears', async () => {
-    cluster.cut(alpha, beta);
+    await cluster.cutNow(alpha, beta);
     try {
       await alpha.ok('disconnect', RES);
       const r = await fakes.get(alpha)!.run('primary', '--force', RES, '--timeout', '60');

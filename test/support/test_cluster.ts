@@ -45,6 +45,16 @@ export class TestCluster {
     writeFileSync(path.join(b.runDir, `cut-${a.name}`), '');
   }
 
+  /**
+   * cut(), then wait until it has taken effect: the pipe transport closes a running
+   * connection when its poll sees the marker (CUT_POLL_MS, 200 ms), so a command run at
+   * once could still reach the other side.
+   */
+  async cutNow(a: TestHost, b: TestHost): Promise<void> {
+    this.cut(a, b);
+    await new Promise((r) => setTimeout(r, 600));
+  }
+
   heal(a: TestHost, b: TestHost): void {
     rmSync(path.join(a.runDir, `cut-${b.name}`), { force: true });
     rmSync(path.join(b.runDir, `cut-${a.name}`), { force: true });
