@@ -108,6 +108,18 @@ bool ctl_and_name(const Napi::CallbackInfo &info, std::string *ctl, std::string 
 	return true;
 }
 
+// The common start of the per-resource calls: (ctlPath, name) read and checked, `arg`
+// zeroed with its header and the name filled in. False after throwing.
+template <typename T>
+bool named_arg(const Napi::CallbackInfo &info, std::string *ctl, std::string *name, T *arg)
+{
+	if (!ctl_and_name(info, ctl, name))
+		return false;
+	init_header(arg);
+	copy_field(arg->name, sizeof(arg->name), *name);
+	return true;
+}
+
 // kernelVersion(ctlPath) -> Promise<{ moduleAbi, logFormat }>
 Napi::Value KernelVersion(const Napi::CallbackInfo &info)
 {
@@ -132,14 +144,12 @@ Napi::Value KernelCreate(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
 	std::string ctl, name;
-	if (!ctl_and_name(info, &ctl, &name))
+	phobos_ioc_create c;
+	if (!named_arg(info, &ctl, &name, &c))
 		return env.Undefined();
 	if (info.Length() < 3 || !info[2].IsObject())
 		return throw_error(env, "kernelCreate: options must be an object", "EPHOBOS_ARG");
 	Napi::Object o = info[2].As<Napi::Object>();
-	phobos_ioc_create c;
-	init_header(&c);
-	copy_field(c.name, sizeof(c.name), name);
 	std::string backing = opt_string(o, "backingPath", ""), log = opt_string(o, "logPath", "");
 	if (!copy_field(c.backing_path, sizeof(c.backing_path), backing) ||
 	    !copy_field(c.log_path, sizeof(c.log_path), log))
@@ -180,11 +190,9 @@ Napi::Value KernelCreate(const Napi::CallbackInfo &info)
 Napi::Value KernelDestroy(const Napi::CallbackInfo &info)
 {
 	std::string ctl, name;
-	if (!ctl_and_name(info, &ctl, &name))
-		return info.Env().Undefined();
 	phobos_ioc_destroy d;
-	init_header(&d);
-	copy_field(d.name, sizeof(d.name), name);
+	if (!named_arg(info, &ctl, &name, &d))
+		return info.Env().Undefined();
 	return start<phobos_ioc_destroy>(info.Env(), ctl, PHOBOS_IOC_DESTROY, "PHOBOS_IOC_DESTROY " + name, d,
 		[](Napi::Env env, const phobos_ioc_destroy &out) {
 			Napi::Object r = Napi::Object::New(env);
@@ -199,12 +207,10 @@ Napi::Value KernelSwitchLog(const Napi::CallbackInfo &info)
 	Napi::Env env = info.Env();
 	std::string ctl, name, log;
 	uint64_t seq;
-	if (!ctl_and_name(info, &ctl, &name) || !arg_string(info, 2, "logPath", &log) ||
+	phobos_ioc_switch_log s;
+	if (!named_arg(info, &ctl, &name, &s) || !arg_string(info, 2, "logPath", &log) ||
 	    !arg_u64(info, 3, "logSeq", &seq))
 		return env.Undefined();
-	phobos_ioc_switch_log s;
-	init_header(&s);
-	copy_field(s.name, sizeof(s.name), name);
 	if (!copy_field(s.log_path, sizeof(s.log_path), log))
 		return throw_error(env, "kernelSwitchLog " + name + ": log path too long", "ENAMETOOLONG");
 	s.log_seq = seq;
@@ -220,11 +226,9 @@ Napi::Value KernelSwitchLog(const Napi::CallbackInfo &info)
 Napi::Value KernelQuery(const Napi::CallbackInfo &info)
 {
 	std::string ctl, name;
-	if (!ctl_and_name(info, &ctl, &name))
-		return info.Env().Undefined();
 	phobos_ioc_query q;
-	init_header(&q);
-	copy_field(q.name, sizeof(q.name), name);
+	if (!named_arg(info, &ctl, &name, &q))
+		return info.Env().Undefined();
 	return start<phobos_ioc_query>(info.Env(), ctl, PHOBOS_IOC_QUERY, "PHOBOS_IOC_QUERY " + name, q,
 		[](Napi::Env env, const phobos_ioc_query &out) {
 			Napi::Object r = Napi::Object::New(env);
@@ -258,11 +262,9 @@ Napi::Value KernelSetCompletion(const Napi::CallbackInfo &info)
 {
 	std::string ctl, name;
 	uint64_t completion;
-	if (!ctl_and_name(info, &ctl, &name) || !arg_u64(info, 2, "completion", &completion))
-		return info.Env().Undefined();
 	phobos_ioc_set_completion s;
-	init_header(&s);
-	copy_field(s.name, sizeof(s.name), name);
+	if (!named_arg(info, &ctl, &name, &s) || !arg_u64(info, 2, "completion", &completion))
+		return info.Env().Undefined();
 	s.completion = static_cast<uint32_t>(completion);
 	return start<phobos_ioc_set_completion>(info.Env(), ctl, PHOBOS_IOC_SET_COMPLETION,
 		"PHOBOS_IOC_SET_COMPLETION " + name, s,

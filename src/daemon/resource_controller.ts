@@ -75,8 +75,7 @@ export class ResourceController {
   private emergency = false;
   /** When we learnt we are no longer designated while the device was open (holdWhileOpen). */
   private leavingSince: number | null = null;
-  /** Why the current reconcile pass runs (see reconcile). */
-  private passWhy: 'changed' | 'periodic' = 'changed';
+  /** The switches the replica was last given (runReplica), serialised. */
   private lastSwitches = '';
   /** Said once: the kernel engine cannot cease logging (followEmergency). */
   private toldNoCease = false;
@@ -111,7 +110,6 @@ export class ResourceController {
    * its replica, if running, is then only woken if the switches differ.
    */
   async reconcile(want: Desired, why: 'changed' | 'periodic' = 'changed'): Promise<void> {
-    this.passWhy = why;
     if (!want.attach) {
       await this.stopReplica();
       await this.stopServing({ seal: !want.primary });
@@ -125,7 +123,7 @@ export class ResourceController {
       await this.stopServing({ seal: true });
       if (this.serving) return await this.publish();   // the kernel device is still open
       await this.sealLeftOwnLog(want);
-      this.runReplica(want);
+      this.runReplica(want, why);
       if (want.emergencyLevel >= 2) await this.dropReplayedLogs();
       this.phase = this.replica ? { kind: 'secondary' } : { kind: 'attached' };
     } else if (this.serving) {
@@ -139,7 +137,7 @@ export class ResourceController {
       await this.startServing(want, want.newestOwnLog!, want.checkpoint);
     } else if (want.connect && !want.caughtUp && this.peers) {
       // Designated, but others wrote what we lack: fetch and replay it first.
-      this.runReplica(want);
+      this.runReplica(want, why);
       this.phase = { kind: 'secondary' };
     } else {
       const logPath = await this.endHistoryHere(want);
@@ -338,14 +336,15 @@ export class ResourceController {
   }
 
   /** Replicate from peers while secondary (a host running alone has no peers). */
-  private runReplica(want: Desired): void {
+  private runReplica(want: Desired, why: 'changed' | 'periodic'): void {
     const switches = { connect: want.connect, emergency: want.emergencyLevel >= 3 };
     this.emergency = switches.emergency;
-    const same = JSON.stringify(switches) === this.lastSwitches;
-    this.lastSwitches = JSON.stringify(switches);
+    const serialised = JSON.stringify(switches);
+    const same = serialised === this.lastSwitches;
+    this.lastSwitches = serialised;
     if (this.replica) {
       // 3 loops x 1000 idle replicas woken every full pass was a third of its CPU.
-      if (!same || this.passWhy === 'changed') this.replica.kick(switches);
+      if (!same || why === 'changed') this.replica.kick(switches);
       return;
     }
     if (!this.peers) return;
@@ -441,18 +440,13 @@ export class ResourceController {
 
   /** phobos.ko's device, linked at /dev/mars/<res>; its open state is polled once a second. */
   private async serveKernel(options: Omit<Parameters<typeof KernelEngine.open>[0], 'resource'>): Promise<Serving> {
-    let wasOpen = false;
     const engine: KernelEngine = await KernelEngine.open({
       ...options, resource: this.resource,
-      onChange: () => {
-        const open = engine.openCount > 0;
-        if (open === wasOpen) return;
-        wasOpen = open;
+      onOpenChange: () => {
         void this.publish().catch(() => undefined);
-        if (!open && this.leavingSince !== null) this.requestPass();
+        if (engine.openCount === 0 && this.leavingSince !== null) this.requestPass();
       },
     });
-    wasOpen = engine.openCount > 0;
     try {
       const syncServer = await this.listenSync(engine);
       return { engine, server: null, syncServer, devicePath: engine.linkPath, openCount: () => engine.openCount };

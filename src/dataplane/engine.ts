@@ -5,6 +5,7 @@
  */
 import { access, constants } from 'node:fs/promises';
 
+import { replayLog } from './log_replayer.js';
 import { native } from './native.js';
 import type { Codec } from './types.js';
 
@@ -83,6 +84,19 @@ export class EngineError extends Error {
   constructor(message: string, readonly code: string) {
     super(message);
   }
+}
+
+/**
+ * Recovery's replay of one log onto the disk from `from` (a record boundary): what both
+ * engines do before serving. A corrupt or damaged log refuses, naming the file.
+ */
+export async function replayForRecovery(logPath: string, diskPath: string, from: number): Promise<{ records: number; bytes: number }> {
+  const r = await replayLog(logPath, diskPath, { from, direct: 'auto' });
+  if (r.status === 'corrupt' || r.status === 'damaged') {
+    throw new EngineError(`cannot recover from ${logPath}: ${r.status} at offset ${r.fault?.offset} (${r.fault?.reason}); ` +
+      `run \`marsadm log-check ${logPath}\``, 'EPHOBOS_CORRUPT');
+  }
+  return { records: r.records, bytes: r.bytes };
 }
 
 /** Whether phobos.ko answers on its control device; null if it does, else why not. */

@@ -19,8 +19,7 @@
 import { lstat, mkdir, open as openFile, rename, rm, stat, symlink, truncate } from 'node:fs/promises';
 import path from 'node:path';
 
-import { EngineError, kernelModuleMissing, type Checkpoint, type DeviceEngine, type EngineOptions, type RecoveryReport } from './engine.js';
-import { replayLog } from './log_replayer.js';
+import { EngineError, kernelModuleMissing, replayForRecovery, type Checkpoint, type DeviceEngine, type EngineOptions, type RecoveryReport } from './engine.js';
 import { native, type KernelQueryResult } from './native.js';
 import { CODEC_IDS } from './types.js';
 
@@ -34,8 +33,8 @@ export interface KernelEngineOptions extends EngineOptions {
   ctlPath?: string;
   /** Where the resource's link goes. @default '/dev/mars' */
   linkDir?: string;
-  /** After a query that found the open state changed. */
-  onChange?: () => void;
+  /** After a query that found the device opened or closed. */
+  onOpenChange?: () => void;
 }
 
 export class KernelEngine implements DeviceEngine {
@@ -49,7 +48,7 @@ export class KernelEngine implements DeviceEngine {
   private timer: NodeJS.Timeout | null = null;
   private polling: Promise<void> | null = null;
   private closed = false;
-  /** open() has returned: onChange may be called (the caller holds the engine). */
+  /** open() has returned: the callbacks may be called (the caller holds the engine). */
   private ready = false;
 
   private constructor(
@@ -92,16 +91,9 @@ export class KernelEngine implements DeviceEngine {
       throw new EngineError(`cannot use disk ${diskPath}: ${e.message}`, e.code ?? 'EIO');
     });
     if (st.isFile() && st.size < opts.sizeBytes) await truncate(diskPath, opts.sizeBytes); // sparse test mode
-    let records = 0, bytes = 0;
-    if (checkpoint && checkpoint.logPath !== logPath) {
-      const r = await replayLog(checkpoint.logPath, diskPath, { from: checkpoint.position, direct: 'auto' });
-      if (r.status === 'corrupt' || r.status === 'damaged') {
-        throw new EngineError(`cannot recover from ${checkpoint.logPath}: ${r.status} at offset ${r.fault?.offset} ` +
-          `(${r.fault?.reason}); run \`marsadm log-check ${checkpoint.logPath}\``, 'EPHOBOS_CORRUPT');
-      }
-      records += r.records;
-      bytes += r.bytes;
-    }
+    const older = checkpoint && checkpoint.logPath !== logPath
+      ? await replayForRecovery(checkpoint.logPath, diskPath, checkpoint.position)
+      : { records: 0, bytes: 0 };
     const created = await native.kernelCreate(opts.ctlPath, opts.resource, {
       backingPath: diskPath,
       logPath,
@@ -117,8 +109,8 @@ export class KernelEngine implements DeviceEngine {
     });
     return {
       truncatedBytes: created.truncatedBytes,
-      replayedRecords: records + created.replayedRecords,
-      replayedBytes: bytes + created.replayedBytes,
+      replayedRecords: older.records + created.replayedRecords,
+      replayedBytes: older.bytes + created.replayedBytes,
     };
   }
 
@@ -250,7 +242,7 @@ export class KernelEngine implements DeviceEngine {
         for (const seq of this.logs.keys()) if (seq < q.wbDurableLogSeq) this.logs.delete(seq);
       }
       if (this.ready && before.logPos !== q.logPos) this.opts.onLogGrowth?.();
-      if (this.ready && before.state !== q.state) this.opts.onChange?.();
+      if (this.ready && (before.state & STATE_OPEN) !== (q.state & STATE_OPEN)) this.opts.onOpenChange?.();
     })().finally(() => {
       this.polling = null;
     });

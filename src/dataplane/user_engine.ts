@@ -22,9 +22,8 @@ import { open as openFile, type FileHandle } from 'node:fs/promises';
 
 import { LogWriter } from './log_writer.js';
 import { native } from './native.js';
-import { replayLog } from './log_replayer.js';
-import { EngineError, type Checkpoint, type DeviceEngine, type EngineOptions, type RecoveryReport } from './engine.js';
-import type { Codec, ReplayResult } from './types.js';
+import { EngineError, replayForRecovery, type Checkpoint, type DeviceEngine, type EngineOptions, type RecoveryReport } from './engine.js';
+import type { Codec } from './types.js';
 
 export interface UserEngineOptions extends EngineOptions {
   /** Most bytes held in the overlay before writes wait for writeback. @default 64 MiB */
@@ -129,19 +128,11 @@ export class UserEngine implements DeviceEngine {
    * older one), then the current log from the checkpoint (or from its start).
    */
   private static async recover(checkpoint: Checkpoint | null, logPath: string, diskPath: string): Promise<{ records: number; bytes: number }> {
-    let records = 0, bytes = 0;
-    const apply = async (path: string, from: number): Promise<void> => {
-      const r: ReplayResult = await replayLog(path, diskPath, { from, direct: 'auto' });
-      if (r.status === 'corrupt' || r.status === 'damaged') {
-        throw new EngineError(`cannot recover from ${path}: ${r.status} at offset ${r.fault?.offset} (${r.fault?.reason}); ` +
-          `run \`marsadm log-check ${path}\``, 'EPHOBOS_CORRUPT');
-      }
-      records += r.records;
-      bytes += r.bytes;
-    };
-    if (checkpoint && checkpoint.logPath !== logPath) await apply(checkpoint.logPath, checkpoint.position);
-    await apply(logPath, checkpoint?.logPath === logPath ? checkpoint.position : 0);
-    return { records, bytes };
+    const older = checkpoint && checkpoint.logPath !== logPath
+      ? await replayForRecovery(checkpoint.logPath, diskPath, checkpoint.position)
+      : { records: 0, bytes: 0 };
+    const current = await replayForRecovery(logPath, diskPath, checkpoint?.logPath === logPath ? checkpoint.position : 0);
+    return { records: older.records + current.records, bytes: older.bytes + current.bytes };
   }
 
   get sizeBytes(): number {
