@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { hostActualKey, MarsTree, resolveTreeLocation, sizeKey } from '../tree/index.js';
+import { actualKey, hostActualKey, MarsTree, resolveTreeLocation, sizeKey, type LamportStamp } from '../tree/index.js';
 import type { CommandContext } from './command.js';
 import { CommandError } from './errors.js';
 import { timeoutMs } from './options.js';
@@ -40,11 +40,14 @@ export async function daemonAlive(tree: MarsTree, host = tree.host): Promise<boo
  * and (if the daemon is not running) how to start it. The switch already written stays:
  * the command is safe to retry.
  */
-export async function waitFor(ctx: CommandContext, tree: MarsTree, what: string, check: () => Promise<boolean>): Promise<void> {
+export async function waitFor(ctx: CommandContext, tree: MarsTree, what: string, check: () => Promise<boolean>,
+  refused?: () => Promise<string | null>): Promise<void> {
   const limit = timeoutMs(ctx);
   const started = Date.now();
   for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
     if (await check()) return;
+    const refusal = await refused?.();
+    if (refusal) throw new CommandError(refusal);
     const waited = Date.now() - started;
     if (waited >= limit) {
       const alive = await daemonAlive(tree);
@@ -58,6 +61,21 @@ export async function waitFor(ctx: CommandContext, tree: MarsTree, what: string,
     }
     await sleep(delay);
   }
+}
+
+/**
+ * For waitFor's `refused`: the reason the daemon on `host` gave for not starting `res`'s
+ * device (a negative replay-code, resource_controller.ts), if it gave one after `since`, the
+ * stamp of the switch that asked. A refusal is final for this request (the daemon retries
+ * only when asked again or after a minute), so waiting out --timeout would only hide it.
+ */
+export function daemonRefusal(tree: MarsTree, res: string, host: string, since: LamportStamp): () => Promise<string | null> {
+  return async () => {
+    const code = await tree.get(actualKey(res, host, 'replay-code'));
+    if (!code || code.stamp <= since || !code.value?.startsWith('-')) return null;
+    const reason = code.value.slice(code.value.indexOf(',') + 1);
+    return `${host} could not serve ${res}: ${reason}`;
+  };
 }
 
 /** Resources that exist: listed by the tree and not deleted (their size is set). */

@@ -311,6 +311,7 @@ export class Daemon {
       emergencyLevel: this.space.level,
       wasEmergency: value(actualKey(res, host, 'emergency')) === '1',
       checkpoint: m ? { logPath: path.join(dir, m[1]!), position: Number(m[2]) } : null,
+      requestStamp: Math.max(this.state.stamp(primaryKey(res)), this.state.stamp(todoKey(res, host, 'attach'))),
     };
   }
 }

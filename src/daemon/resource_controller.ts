@@ -70,6 +70,12 @@ export class ResourceController {
   private logEndTimer: NodeJS.Timeout | null = null;
   private failedInputs: string | null = null;
   private failedAt = 0;
+  /**
+   * A start failed and its replay-code is not written yet. It is written even when the value
+   * is the same as the last failure's: the new stamp is what tells a waiting marsadm that
+   * its request was refused (tree_access.ts daemonRefusal).
+   */
+  private failureUnpublished = false;
   private readonly published = new Map<string, string>();
   /** Logging (primary) or fetching (secondary) stopped for lack of space. */
   private emergency = false;
@@ -412,6 +418,7 @@ export class ResourceController {
       this.phase = { kind: 'failed', reason: e.message, code: e.code ?? 'EIO' };
       this.failedInputs = JSON.stringify(want);
       this.failedAt = Date.now();
+      this.failureUnpublished = true;
       this.log(`resource ${res}: cannot become primary: ${e.message}`);
     }
   }
@@ -574,12 +581,16 @@ export class ResourceController {
     };
     if (replica) values['fetch-pos'] = replica.fetchPos;
     if (this.serving) values['log-end'] = `${path.basename(this.serving.engine.logPath)},${this.serving.engine.logPosition}`;
+    const restamp = this.failureUnpublished && phase.kind === 'failed' ? actualKey(res, host, 'replay-code') : null;
+    this.failureUnpublished = false;
     for (const [name, value] of Object.entries(values)) {
       const key = actualKey(res, host, name);
-      if (this.published.get(key) === value) continue;
-      if (this.published.get(key) === undefined && (await this.tree.getValue(key)) === value) {
-        this.published.set(key, value);
-        continue;
+      if (key !== restamp) {
+        if (this.published.get(key) === value) continue;
+        if (this.published.get(key) === undefined && (await this.tree.getValue(key)) === value) {
+          this.published.set(key, value);
+          continue;
+        }
       }
       await this.tree.set(key, value);
       this.published.set(key, value);

@@ -4,7 +4,7 @@
  * resources (~30k links) one walk costs ~200 ms of CPU, which an idle daemon cannot pay
  * every second. The watcher's own periodic rescan catches anything inotify missed.
  */
-import type { TreeChange, TreeEntry } from '../tree/index.js';
+import type { LamportStamp, TreeChange, TreeEntry } from '../tree/index.js';
 
 export type Values = ReadonlyMap<string, string | null>;
 
@@ -15,15 +15,20 @@ export class TreeState {
   private readonly global = new Map<string, string | null>();
   /** `resource-<res>/...` keys (full keys) by resource name. */
   private readonly resources = new Map<string, Map<string, string | null>>();
+  /**
+   * Every key's stamp. A value alone cannot tell that an operator asked again: `marsadm
+   * primary` re-run after a refusal writes the same value with a newer stamp.
+   */
+  private readonly stamps = new Map<string, LamportStamp>();
 
   /** Fill from what the watcher knows (after its initial scan). */
   load(entries: ReadonlyMap<string, TreeEntry>): void {
-    for (const [key, entry] of entries) this.put(key, entry.value);
+    for (const [key, entry] of entries) this.put(key, entry.value, entry.stamp);
   }
 
   /** Apply one change; returns the resource it belongs to, or null for a global key. */
   apply(change: TreeChange): string | null {
-    if (change.kind === 'set') this.put(change.key, change.value);
+    if (change.kind === 'set') this.put(change.key, change.value, change.stamp);
     else this.drop(change.key);
     return resourceOf(change.key);
   }
@@ -38,7 +43,13 @@ export class TreeState {
     return this.global.get(key);
   }
 
-  private put(key: string, value: string | null): void {
+  /** The stamp of a key, 0 when it does not exist. */
+  stamp(key: string): LamportStamp {
+    return this.stamps.get(key) ?? 0;
+  }
+
+  private put(key: string, value: string | null, stamp: LamportStamp): void {
+    this.stamps.set(key, stamp);
     const res = resourceOf(key);
     if (res === null) {
       this.global.set(key, value);
@@ -50,6 +61,7 @@ export class TreeState {
   }
 
   private drop(key: string): void {
+    this.stamps.delete(key);
     const res = resourceOf(key);
     if (res === null) {
       this.global.delete(key);

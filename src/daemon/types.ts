@@ -58,6 +58,11 @@ export interface Desired {
   readonly emergencyLevel: EmergencyLevel;
   /** `actual-<host>/emergency` is 1: this host ceased logging (or fetching) before; a new log leaves a gap. */
   readonly wasEmergency: boolean;
+  /**
+   * Newest stamp of the switches an operator sets to ask for this phase (`primary`,
+   * `todo-<host>/attach`): re-asking after a refusal is a changed input, retried at once.
+   */
+  readonly requestStamp: number;
   /** The `replay-<host>` checkpoint, if any. */
   readonly checkpoint: { readonly logPath: string; readonly position: number } | null;
 }

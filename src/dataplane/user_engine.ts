@@ -18,6 +18,7 @@
  * any point loses none; a machine crash loses only writes never made durable (no FUA or
  * FLUSH covered them), as with any disk. docs/userspace-engine.md has the worked trace.
  */
+import { constants as fsConstants } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 
 import { LogWriter } from './log_writer.js';
@@ -94,8 +95,13 @@ export class UserEngine implements DeviceEngine {
       checkpointIntervalMs: 1000,
       ...options,
     };
-    const disk = await openFile(opts.diskPath, 'r+').catch((e: NodeJS.ErrnoException) => {
-      throw new EngineError(`cannot open disk ${opts.diskPath}: ${e.message}`, e.code ?? 'EIO');
+    // O_EXCL claims a block device as phobos.ko does: a mounted disk (an operator looking
+    // at a secondary's copy) is refused with EBUSY instead of being written under its
+    // filesystem. Our own recovery replay opens it again without O_EXCL, which a claim
+    // allows. For a regular file O_EXCL without O_CREAT means nothing.
+    const disk = await openFile(opts.diskPath, fsConstants.O_RDWR | fsConstants.O_EXCL).catch((e: NodeJS.ErrnoException) => {
+      throw new EngineError(`cannot open disk ${opts.diskPath}: ${e.message}` +
+        (e.code === 'EBUSY' ? ' (the disk is in use: mounted, or held by another program; free it and retry)' : ''), e.code ?? 'EIO');
     });
     try {
       const st = await disk.stat();

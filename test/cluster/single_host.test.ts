@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { NbdClient } from '../../src/nbd/index.js';
@@ -100,6 +100,27 @@ describe('cluster tier: one host', function () {
     expect(await host.ok('view-replay-rest', 'r1')).to.match(/^\d+\n$/);
     expect(await host.ok('view-fetch-rest')).to.equal('r1 0\n');
     expect(await host.ok('view-is-consistent', 'r1')).to.equal('1\n');
+  });
+
+  it('single host - a device the daemon cannot serve is reported at once, and asking again retries it', async () => {
+    await host.ok('create-resource', 'r1', disk, '8M');
+    await host.ok('detach', 'r1');
+    // The disk goes away under the resource: its path is a directory now.
+    const aside = `${disk}.aside`;
+    renameSync(disk, aside);
+    mkdirSync(disk);
+    await host.ok('attach', 'r1');
+    const refused = await host.marsadm('create-resource', 'r1', disk, '8M');
+    expect(refused.code).to.equal(1);
+    // The daemon's reason, not "timed out after 60 s"
+    expect(refused.err).to.match(/^alpha could not serve r1: EISDIR: cannot open disk .*disk\.img/m);
+    expect(await host.ok('view', 'r1')).to.match(/ERROR EISDIR/);
+    rmdirSync(disk);
+    renameSync(aside, disk);
+    // The daemon retries a refused start by itself only after a minute; asking again retries now.
+    await host.ok('create-resource', 'r1', disk, '8M', '--timeout', '20');
+    expect(await host.ok('view-role', 'r1')).to.equal('Primary\n');
+    expect(await host.ok('view-replstate', 'r1')).to.equal('Logging\n');
   });
 
   it('single host - qemu-io reads and writes through the export', async function () {

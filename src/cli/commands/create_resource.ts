@@ -8,12 +8,12 @@ import path from 'node:path';
 
 import { native } from '../../dataplane/native.js';
 import {
-  actualKey, checkName, dataKey, deviceKey, primaryKey, sizeKey, todoKey, type MarsTree,
+  actualKey, checkName, dataKey, deviceKey, primaryKey, sizeKey, todoKey, type LamportStamp, type MarsTree,
 } from '../../tree/index.js';
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { parseInteger } from '../options.js';
-import { liveResources, openTree, waitFor } from '../tree_access.js';
+import { daemonRefusal, liveResources, openTree, waitFor } from '../tree_access.js';
 
 export async function run(ctx: CommandContext): Promise<number> {
   const [resArg, diskArg, sizeArg] = ctx.args as [string, string, string | undefined];
@@ -27,7 +27,10 @@ export async function run(ctx: CommandContext): Promise<number> {
   if (existing !== undefined) {
     if ((await tree.getValue(dataKey(res, host))) === disk && (wantedSize === undefined || String(wantedSize) === existing)) {
       ctx.out.write(`resource ${res} already exists on ${host} with disk ${disk}\n`);
-      return await awaitPrimary(ctx, tree, res);
+      if ((await tree.getValue(actualKey(res, host, 'is-primary'))) === '1') return 0;
+      // A retry after a refusal (disk in use, ...): asking again makes the daemon retry now.
+      const asked = await tree.set(todoKey(res, host, 'attach'), '1');
+      return await awaitPrimary(ctx, tree, res, asked?.stamp ?? 0);
     }
     throw new CommandError(`resource ${res} already exists; pick another name, or delete it first with \`marsadm delete-resource ${res}\``);
   }
@@ -44,14 +47,16 @@ export async function run(ctx: CommandContext): Promise<number> {
   await tree.set(deviceKey(res, host), res);
   for (const sw of ['connect', 'sync', 'allow-replay'] as const) await tree.set(todoKey(res, host, sw), '1');
   await tree.set(primaryKey(res), host);
-  await tree.set(todoKey(res, host, 'attach'), '1');
+  const asked = await tree.set(todoKey(res, host, 'attach'), '1');
   ctx.out.write(`created resource ${res}: ${size} bytes on ${disk}, primary ${host}\n`);
-  return await awaitPrimary(ctx, tree, res);
+  return await awaitPrimary(ctx, tree, res, asked?.stamp ?? 0);
 }
 
-async function awaitPrimary(ctx: CommandContext, tree: MarsTree, res: string): Promise<number> {
+/** Wait for the daemon to serve the device; `since`: the stamp of the switch that asked. */
+async function awaitPrimary(ctx: CommandContext, tree: MarsTree, res: string, since: LamportStamp): Promise<number> {
   await waitFor(ctx, tree, `resource ${res} to become primary (actual-${tree.host}/is-primary = 1)`,
-    async () => (await tree.getValue(actualKey(res, tree.host, 'is-primary'))) === '1');
+    async () => (await tree.getValue(actualKey(res, tree.host, 'is-primary'))) === '1',
+    daemonRefusal(tree, res, tree.host, since));
   return 0;
 }
 

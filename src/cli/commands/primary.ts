@@ -14,7 +14,7 @@ import {
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { ProgressBar } from '../progress.js';
-import { daemonAlive, openTree, timeoutMs, waitFor } from '../tree_access.js';
+import { daemonAlive, daemonRefusal, openTree, timeoutMs, waitFor } from '../tree_access.js';
 import { parseStatus, readSettings, statusKey, wantKey } from '../../systemd/settings.js';
 
 const NONE = '(none)';
@@ -156,7 +156,9 @@ async function checkPlanned(h: Handover): Promise<void> {
       `marsadm connect ${res} first, or fail over with what this host has: marsadm primary --force ${res}`);
   }
   const code = (await get(h, actualKey(res, me, 'replay-code'))) ?? '0';
-  if (code.startsWith('-')) {
+  // -1 is a refused start of this host's device (disk in use, ...): asking again retries it,
+  // and become reports it again if the cause is still there. Replication errors block.
+  if (code.startsWith('-') && !code.startsWith('-1,')) {
     throw new CommandError(`replay of ${res} on ${me} has an error (${code}); see marsadm view ${res}, and repair it (marsadm invalidate ${res}) before a handover`);
   }
   await refuseSyncs(h, !h.ctx.options['ignore-sync']);
@@ -261,9 +263,10 @@ async function newestSealedLog(h: Handover): Promise<{ seq: number; origin: stri
 }
 
 async function become(h: Handover): Promise<void> {
-  await h.tree.set(primaryKey(h.res), h.me);
+  const asked = await h.tree.set(primaryKey(h.res), h.me);
   await waitFor(h.ctx, h.tree, `${h.me} to become primary of ${h.res} (actual-${h.me}/is-primary = 1)`,
-    async () => (await get(h, actualKey(h.res, h.me, 'is-primary'))) === '1');
+    async () => (await get(h, actualKey(h.res, h.me, 'is-primary'))) === '1',
+    daemonRefusal(h.tree, h.res, h.me, asked?.stamp ?? 0));
 }
 
 /**
