@@ -73,6 +73,8 @@ export class PeerConnection {
   private lastReceived = Date.now();
   private readonly timers: NodeJS.Timeout[] = [];
   private closedError: Error | null = null;
+  /** Aborted by close(): ends a wait for 'drain' without leaving a listener behind. */
+  private readonly closing = new AbortController();
   /** Resolves when the connection is closed, with the reason. */
   readonly closed: Promise<Error>;
   private markClosed!: (e: Error) => void;
@@ -137,6 +139,7 @@ export class PeerConnection {
   close(reason: Error = new ConnectionClosedError(`connection to ${this.opts.peer} closed`)): void {
     if (this.closedError) return;
     this.closedError = reason;
+    this.closing.abort(reason);
     for (const t of this.timers) clearInterval(t);
     for (const p of this.pending.values()) p.reject(reason);
     this.pending.clear();
@@ -218,7 +221,9 @@ export class PeerConnection {
       for (;;) {
         const next = this.control.shift() ?? this.bulk.shift();
         if (!next || this.closedError) break;
-        if (!writeCorked(out, next.buffers)) await Promise.race([once(out, 'drain'), this.closed]);
+        // Not a race against this.closed: each race would leave a reaction on it for the
+        // connection's lifetime (signal.ts untilAborted).
+        if (!writeCorked(out, next.buffers)) await once(out, 'drain', { signal: this.closing.signal }).catch(() => undefined);
       }
     } catch (e) {
       this.close(e as Error);

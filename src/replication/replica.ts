@@ -26,7 +26,7 @@ import {
   comparePositions, parseLogName, parsePositionValue, parseReplayValue, positionValue, replayValue, type LogPosition,
 } from './log_names.js';
 import { historyEnd } from './history_end.js';
-import { Mutex, Signal, waitForAny } from './signal.js';
+import { Mutex, Signal, untilAborted, waitForAny } from './signal.js';
 import { parseVersion, versionValue } from './versions.js';
 
 export interface ReplicaOptions {
@@ -93,9 +93,8 @@ export const SYNC_BLOCK_BYTES = 64 << 10;
 
 export class Replica {
   private stopped = false;
-  /** Rejects when stop() is called: every request to a peer races it (peerCall). */
-  private readonly stopping: Promise<never>;
-  private stopRequested!: () => void;
+  /** Aborted by stop(): ends the pending peer requests (peerCall). */
+  private readonly stopping = new AbortController();
   /**
    * The tree changed or a loop changed state: every loop re-reads what it needs. One
    * signal per loop, so a wake-up that comes while a loop is busy waits for it (Signal
@@ -125,10 +124,6 @@ export class Replica {
   private switches: ReplicaSwitches = { connect: true, emergency: false };
 
   constructor(private readonly opts: ReplicaOptions) {
-    this.stopping = new Promise<never>((_, reject) => {
-      this.stopRequested = () => reject(new Error('replica stopped'));
-    });
-    this.stopping.catch(() => undefined);
   }
 
   get resource(): string {
@@ -169,7 +164,7 @@ export class Replica {
    */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.stopRequested();
+    this.stopping.abort(new Error('replica stopped'));
     this.wakeAll();
     const [fetch, replay, sync] = this.tasks;
     await replay; // local work: always finished, so nothing writes the disk or replay-<host> after us
@@ -389,9 +384,7 @@ export class Replica {
    * hold up a handover's become phase. Its reply, when it comes, goes nowhere.
    */
   private peerCall(conn: PeerConnection, type: MessageType, body: Json): Promise<Frame> {
-    const reply = conn.call(type, body);
-    reply.catch(() => undefined);
-    return Promise.race([reply, this.stopping]);
+    return untilAborted(conn.call(type, body), this.stopping.signal);
   }
 
   /**

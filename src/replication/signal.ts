@@ -61,3 +61,23 @@ export class Mutex {
     return result;
   }
 }
+
+/**
+ * `promise`, or a rejection with the signal's reason once it aborts, whichever comes first.
+ * Unlike Promise.race against a long-lived promise, this leaves nothing behind: a race
+ * adds a reaction to the long-lived promise that holds the race's settled result (a
+ * reply frame with its payload) until that promise settles, so a replica racing every
+ * fetch against its stop kept every fetched byte in memory (574 MiB RSS after fetching
+ * 512 MiB).
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
