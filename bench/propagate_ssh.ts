@@ -175,6 +175,32 @@ async function upCounts(lab: SshLab): Promise<number[]> {
   return counts;
 }
 
+/**
+ * Resources a secondary has settled: no sync running and its copy fetched up to the
+ * primary's published log end. "Up" (attached) comes first; on a slow machine the
+ * secondaries are still syncing and fetching for minutes after, which is not idle.
+ */
+async function settledCounts(lab: SshLab): Promise<number[]> {
+  const counts: number[] = [];
+  for (const h of HOSTS) {
+    if (h === 'alpha' || MEMBERS !== 'all') {
+      counts.push(RESOURCES);
+      continue;
+    }
+    const tree = await lab.tree(h);
+    let n = 0;
+    for (const res of names()) {
+      const end = await tree.getValue(actualKey(res, 'alpha', 'log-end'));
+      const fetched = await tree.getValue(actualKey(res, h, 'fetch-pos'));
+      // A replica publishes fetch-pos once it fetched something: none yet is position 0.
+      const caughtUp = end !== undefined && (fetched === end || (fetched === '(none)' && end.endsWith(',0')));
+      if ((await tree.getValue(actualKey(res, h, 'is-syncing'))) === '0' && caughtUp) n++;
+    }
+    counts.push(n);
+  }
+  return counts;
+}
+
 export async function runPropagateSsh(): Promise<void> {
   const lab = await SshLab.cluster('phbench-prop', HOSTS);
   const watchers: Arrivals[] = [];
@@ -216,13 +242,23 @@ export async function runPropagateSsh(): Promise<void> {
       return counts.every((c) => c === RESOURCES);
     }, 900_000, 2000);
     const setupSeconds = (performance.now() - t) / 1000;
+    last = '';
+    await waitUntil(`every secondary to finish syncing and fetching`, async () => {
+      const counts = await settledCounts(lab);
+      const line = counts.map((c, h) => `${HOSTS[h]} ${c}`).join(', ');
+      if (line !== last) verbose(`propagate-ssh: ${((performance.now() - t) / 1000).toFixed(0)} s: settled: ${line}`);
+      last = line;
+      return counts.every((c) => c === RESOURCES);
+    }, 900_000, 2000);
+    const settledSeconds = (performance.now() - t) / 1000;
     await sleep(10_000); // let the last publications settle
     const busy = await idleCpu(lab, IDLE_SECONDS, true);
     const members = MEMBERS === 'all' ? 'alpha primary, beta and gamma secondaries of every one' : 'served by alpha, in every tree, beta and gamma not members';
     HOSTS.forEach((h, i) => {
       report(`propagate-ssh-idle-cpu-${h}`, busy[i]!.percent, '% of a core', quiet[i]!.percent,
         `every process in ${h}'s namespace (daemon, peer-serves, sshd) over ${IDLE_SECONDS} s idle with ${RESOURCES} resources ` +
-        `(${members}; keys written in ${written.toFixed(0)} s, all up ${setupSeconds.toFixed(0)} s after) (target <= 2 %); ` +
+        `(${members}; keys written in ${written.toFixed(0)} s, all up ${setupSeconds.toFixed(0)} s after, synced and fetched at ` +
+        `${settledSeconds.toFixed(0)} s) (target <= 2 %); ` +
         `top: ${busy[i]!.top}; baseline: the same with no resource, over ${BASELINE_IDLE_SECONDS} s (${quiet[i]!.top || 'nothing'})`);
     });
 
