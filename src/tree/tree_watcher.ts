@@ -11,7 +11,7 @@
  * ...
  * watcher.close();
  */
-import { promises as fsp, watch } from 'node:fs';
+import { promises as fsp, readFileSync, watch } from 'node:fs';
 import type { BigIntStats, FSWatcher } from 'node:fs';
 import path from 'node:path';
 
@@ -22,6 +22,26 @@ import type { TreeChange, TreeEntry, TreeWatcherOptions } from './types.js';
 
 /** Default interval of the safety-net rescan, ms. */
 export const DEFAULT_RESCAN_MS = 5000;
+
+/**
+ * The kernel drops inotify events once a watcher's queue holds max_queued_events (16384
+ * by default) unread ones, and libuv discards the overflow notice (its watch descriptor is
+ * -1), so a lost event is never reported. A queue can only overflow in a burst, so one
+ * of half that many events within BURST_WINDOW_MS is treated as a possible loss: a rescan
+ * follows BURST_RESCAN_DELAY_MS later. Without it, a burst (1000 resources created at
+ * once) left keys unseen until the periodic rescan, 5 minutes in the daemon.
+ */
+const BURST_EVENTS = Math.max(1024, Math.floor(inotifyQueueLimit() / 2));
+const BURST_WINDOW_MS = 1000;
+const BURST_RESCAN_DELAY_MS = 500;
+
+function inotifyQueueLimit(): number {
+  try {
+    return Number(readFileSync('/proc/sys/fs/inotify/max_queued_events', 'utf8')) || 16384;
+  } catch {
+    return 16384;
+  }
+}
 
 /** `a/b/c` -> `a/b`; `a` -> '' (the root). */
 function parentKey(key: string): string {
@@ -54,8 +74,12 @@ export class TreeWatcher {
   #timer: NodeJS.Timeout | null = null;
   #rescanning = false;
   #closed = false;
-  /** Emitted changes and completed rescans, for diagnostics. */
-  readonly stats = { changes: 0, rescans: 0 };
+  /** Events in the current burst window, and when it began (see BURST_EVENTS). */
+  #burstEvents = 0;
+  #burstSince = 0;
+  #burstRescan: NodeJS.Timeout | null = null;
+  /** Emitted changes, completed rescans, and rescans after a burst, for diagnostics. */
+  readonly stats = { changes: 0, rescans: 0, burstRescans: 0 };
 
   private constructor(options: TreeWatcherOptions) {
     this.root = path.resolve(options.root);
@@ -128,6 +152,7 @@ export class TreeWatcher {
   close(): void {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#burstRescan) clearTimeout(this.#burstRescan);
     for (const w of this.#dirs.values()) w.close();
     this.#dirs.clear();
     this.#pending.clear();
@@ -140,6 +165,7 @@ export class TreeWatcher {
     try {
       w = watch(dir, (event, name) => {
         if (this.#closed) return;
+        this.#countForBurst();
         // Links change only by rename into place (docs/tree.md "Writes"), so 'change'
         // (content written) never concerns a key: it is a log append, one per write on
         // a busy primary. The periodic rescan still covers anything unexpected.
@@ -162,6 +188,27 @@ export class TreeWatcher {
       this.#drainSoon();
     });
     this.#dirs.set(dirKey, w);
+  }
+
+  /** A burst that may have overflowed the kernel's queue gets a rescan (BURST_EVENTS). */
+  #countForBurst(): void {
+    const now = Date.now();
+    if (now - this.#burstSince > BURST_WINDOW_MS) {
+      this.#burstSince = now;
+      this.#burstEvents = 0;
+    }
+    if (++this.#burstEvents < BURST_EVENTS || this.#burstRescan) return;
+    const fire = (): void => {
+      // A rescan already running may have listed the directories before the lost events.
+      if (this.#rescanning) {
+        this.#burstRescan = setTimeout(fire, BURST_RESCAN_DELAY_MS).unref();
+        return;
+      }
+      this.#burstRescan = null;
+      this.stats.burstRescans++;
+      void this.rescan().catch((e: Error) => this.#onError(e));
+    };
+    this.#burstRescan = setTimeout(fire, BURST_RESCAN_DELAY_MS).unref();
   }
 
   /** Coalesce: all paths named in this tick are read in one batch. */

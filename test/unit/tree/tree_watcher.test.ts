@@ -50,6 +50,21 @@ describe('TreeWatcher', () => {
     expect([...w.entries().keys()].sort()).to.deep.equal(['resource-r0/size', 'uuid']);
   });
 
+  it('TreeWatcher - a burst that overflows the kernel\'s event queue is caught up by a rescan, not lost until the periodic one', async () => {
+    await tree.set('resource-r0/userspace/seed', 'x');
+    const w = await start(0); // no periodic rescan: only the burst's own can find what overflowed
+    await w.idle();
+    const dir = `${tmp.dir}/resource-r0/userspace`;
+    // The event loop is blocked while the links appear, so the kernel queues every event:
+    // past max_queued_events (16384 by default) it drops them, and nobody is told.
+    const count = 20_000;
+    for (let i = 0; i < count; i++) symlinkSync(`v${i}`, `${dir}/k${String(i).padStart(5, '0')}`);
+    await until(() => changes.length >= count, 20_000, `${count} changes (have ${changes.length})`);
+    expect(new Set(changes.map((c) => c.key)).size).to.equal(count);
+    expect(w.stats.burstRescans).to.be.at.least(1);
+    expect(errors).to.deep.equal([]);
+  });
+
   it('TreeWatcher - delivers 1000/1000 rapid sets, each exactly once', async () => {
     await start();
     const written = new Map<string, number>();
