@@ -24,9 +24,11 @@ export type DiskState = 'UpToDate' | 'Inconsistent' | 'Outdated' | 'Detached' | 
  * VersionMismatch and SplitBrain: replay stopped at a diverging version link (replay-code
  * -3). Orphan: the primary has logs this host can no longer get (-4; repair: invalidate).
  * Emergency: logging for the resource stopped for lack of space (actual-<host>/emergency).
+ * StartFailed: designated primary, but the device could not be started (-1: disk in use,
+ * missing, ...; the disk itself is as it was).
  */
 export type ReplState = 'Logging' | 'Replaying' | 'PausedReplay' | 'Detached' | 'DefectiveLog' | 'VersionMismatch' |
-  'SplitBrain' | 'Orphan' | 'Emergency';
+  'SplitBrain' | 'Orphan' | 'Emergency' | 'StartFailed';
 
 /** One host's part in a resource. */
 export interface HostView {
@@ -217,7 +219,8 @@ function hostView(snap: TreeSnapshot, res: string, host: string, primary: string
   const published = logAndOffset(get(actualKey(res, origin || host, 'log-end')));
   const logBytes = !log ? 0 : published && published[0] === log ? published[1] : logFileBytes(snap.root, res, log);
   const replayPosition = Number(replayLink?.[2] ?? 0);
-  const failed = replayCode.startsWith('-');
+  // A refused start says nothing about the disk's data; the other codes stop replay.
+  const failed = replayCode.startsWith('-') && !replayCode.startsWith('-1,');
   const fetchPos = logAndOffset(indicator('fetch-pos'));
   const fetchedBytes = isPrimary || origin === host ? logBytes : fetchPos && fetchPos[0] === log ? fetchPos[1] : 0;
   const syncedBytes = Number(get(resourceKey(res, `syncstatus-${host}`)) || sizeBytes);
@@ -273,6 +276,7 @@ function logFileBytes(root: string, res: string, log: string): number {
  */
 function failureState(replayCode: string, isPrimary: boolean): ReplState | null {
   if (!replayCode.startsWith('-')) return null;
+  if (replayCode.startsWith('-1,')) return 'StartFailed';
   const reason = /^-[0-9]+,([A-Za-z]+)/.exec(replayCode)?.[1];
   const known = reason === 'VersionMismatch' || reason === 'SplitBrain' || reason === 'Orphan';
   return known && !isPrimary ? reason : 'DefectiveLog';

@@ -123,5 +123,15 @@ describe('marsadm view: split brain and role states', () => {
       expect((await marsadm(...fx.args, 'view-replstate', 'r1')).out).to.equal('DefectiveLog\n');
       await fx.tree.set(actualKey('r1', 'alpha', 'replay-code'), '0');
     });
+
+    it('view - a refused start (replay-code -1) is StartFailed with the disk as it was, and the reason after ERROR', async () => {
+      await fx.tree.set(actualKey('r1', 'alpha', 'is-primary'), '0');
+      await fx.tree.set(actualKey('r1', 'alpha', 'replay-code'), '-1,EBUSY: cannot open disk /dev/vdb: busy (the disk is in use)');
+      expect((await marsadm(...fx.args, 'view-state', 'r1')).out).to.equal('UpToDate/StartFailed\n');
+      expect((await marsadm(...fx.args, 'view-is-consistent', 'r1')).out).to.equal('1\n');
+      expect((await marsadm(...fx.args, 'view', 'r1')).out).to.match(/alpha  Secondary  UpToDate  StartFailed .* ERROR EBUSY: cannot open disk/);
+      await fx.tree.set(actualKey('r1', 'alpha', 'replay-code'), '0');
+      await fx.tree.set(actualKey('r1', 'alpha', 'is-primary'), '1');
+    });
   });
 });
