@@ -3,7 +3,7 @@
  * crash can leave a stale lock. Waiting is polling with backoff, bounded by a timeout.
  *
  * @example
- * await withFileLock('/mars/.lock', 5000, async () => { ... });
+ * await withFileLock('/mars/.phobos/lock', 5000, async () => { ... });
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { LamportStamp, TreeEntry } from './types.js';
 import { TOMBSTONE } from './types.js';
 
-/** Names in the tree that are never entries: `.lock`, `.lamport`, `.tmp.*`. */
+/** Names in the tree that are never entries: `.phobos/` (lock and clock), `.tmp.*`. */
 export function isHiddenName(name: string): boolean {
   return name.startsWith('.');
 }

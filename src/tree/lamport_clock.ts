@@ -4,11 +4,11 @@
  * and across processes.
  *
  * Locking: `now()` and `observe()` read, advance and rewrite the state file. They must
- * run with the tree lock (`<root>/.lock`) held; that is what makes the stamps of
+ * run with the tree lock (`<root>/.phobos/lock`) held; that is what makes the stamps of
  * concurrent processes unique. `MarsTree` calls them only inside its locked sections.
  *
  * @example
- * const clock = new LamportClock({ statePath: '/mars/.lamport' });
+ * const clock = new LamportClock({ statePath: '/mars/.phobos/lamport' });
  * const a = clock.now();          // >= Date.now() * 1000
  * clock.observe(a + 5_000_000);   // a peer is 5 s ahead
  * clock.now() > a + 5_000_000;    // true

@@ -2,7 +2,7 @@
  * MarsTree: the /mars key-value store of Lamport-stamped symlinks. Spec: docs/tree.md.
  *
  * Locks, in order: `#inProcess` (a promise chain, so this process's own writers queue
- * without polling) then `<root>/.lock` (flock, excludes other processes; the kernel drops
+ * without polling) then `<root>/.phobos/lock` (flock, excludes other processes; the kernel drops
  * it when the holder dies). Every mutation and every use of the clock runs under both.
  * Reads take no lock: writes are atomic renames and `readOnDisk` pairs value and stamp.
  *
@@ -11,7 +11,7 @@
  * await tree.set(todoKey('r1', 'alpha', 'attach'), '1');
  * await tree.getValue('resource-r1/todo-alpha/attach');   // '1'
  */
-import { lstatSync, mkdirSync, promises as fsp } from 'node:fs';
+import { constants as fsConstants, lstatSync, mkdirSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { acquireFileLock } from '../dataplane/file_lock.js';
@@ -33,6 +33,26 @@ export const DEFAULT_STALE_TMP_MS = 60_000;
 
 type Link = Extract<OnDisk, { kind: 'link' }>;
 
+/**
+ * The tree lock and the clock live in `<root>/.phobos/`, not in the root itself: every
+ * mutation opens and writes both, and in the root each write fired whatever watches the
+ * root directory (the global systemd path unit `PathChanged=/mars`, which started a
+ * oneshot every 2 s, at each heartbeat).
+ */
+const STATE_DIR = '.phobos';
+
+/**
+ * Make `<root>/.phobos` if it is missing, and carry over the clock of a tree written
+ * before it existed (`<root>/.lamport`), so stamps never go back. A reader without write
+ * access to the root goes on: only mutations need the directory, and they say why.
+ */
+async function prepareStateDir(root: string): Promise<void> {
+  const dir = path.join(root, STATE_DIR);
+  // EEXIST: prepared before. EACCES: a reader; a mutation fails on the lock, naming it.
+  const made = await fsp.mkdir(dir, { mode: 0o755 }).then(() => true, () => false);
+  if (made) await fsp.copyFile(path.join(root, '.lamport'), path.join(dir, 'lamport'), fsConstants.COPYFILE_EXCL).catch(() => undefined);
+}
+
 export class MarsTree {
   /** Absolute path of the root directory. */
   readonly root: string;
@@ -47,7 +67,7 @@ export class MarsTree {
     this.root = root;
     this.host = host;
     this.clock = clock;
-    this.lockPath = path.join(root, '.lock');
+    this.lockPath = path.join(root, STATE_DIR, 'lock');
     this.lockTimeoutMs = lockTimeoutMs;
   }
 
@@ -72,8 +92,9 @@ export class MarsTree {
     } else if (!st.isDirectory()) {
       throw new TreeError('EPHOBOS_NOT_CLUSTER', `${root} is not a directory: pass the tree's directory with --root (MARS_ROOT)`);
     }
+    await prepareStateDir(root);
     const clock = new LamportClock({
-      statePath: path.join(root, '.lamport'),
+      statePath: path.join(root, STATE_DIR, 'lamport'),
       ...(options.maxFutureMs === undefined ? {} : { maxFutureMs: options.maxFutureMs }),
       ...(options.wallClockMs === undefined ? {} : { wallClockMs: options.wallClockMs }),
     });
@@ -266,7 +287,7 @@ export class MarsTree {
     });
   }
 
-  /** Run `fn` holding the tree lock (in-process queue, then `<root>/.lock`). */
+  /** Run `fn` holding the tree lock (in-process queue, then `<root>/.phobos/lock`). */
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
     const previous = this.#inProcess;
     let done!: () => void;

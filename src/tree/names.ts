@@ -68,7 +68,7 @@ export function keyPathProblem(key: string): string | null {
   for (const segment of key.split('/')) {
     if (segment === '') return 'a key has no empty path segments';
     if (segment === '.' || segment === '..') return `a key cannot contain '${segment}'`;
-    if (segment.startsWith('.')) return "a key segment cannot start with '.' (reserved for .tmp, .lock, .lamport)";
+    if (segment.startsWith('.')) return "a key segment cannot start with '.' (reserved for .tmp and .phobos)";
   }
   return null;
 }

@@ -92,7 +92,7 @@ export interface TreeLocation {
 }
 
 export interface LamportClockOptions {
-  /** The regular file holding the last stamp, e.g. `<root>/.lamport`. */
+  /** The regular file holding the last stamp, e.g. `<root>/.phobos/lamport`. */
   readonly statePath: string;
   /**
    * How far ahead of real time a received stamp may move the clock, milliseconds
@@ -104,7 +104,7 @@ export interface LamportClockOptions {
 }
 
 export interface MarsTreeOptions extends TreeLocation {
-  /** How long a mutation waits for `<root>/.lock`, milliseconds. @default 10000 */
+  /** How long a mutation waits for `<root>/.phobos/lock`, milliseconds. @default 10000 */
   readonly lockTimeoutMs?: number;
   /** Create the root directory (0755) when it is missing. @default false */
   readonly create?: boolean;

@@ -188,7 +188,7 @@ describe('peer protocol', () => {
 
     it('writes nothing into its tree, whatever it is asked', async () => {
       const before = readdirSync(tmp.file('mars'), { recursive: true }).map(String).sort();
-      const stamp = statSync(tmp.file('mars/.lamport')).mtimeMs;
+      const stamp = statSync(tmp.file('mars/.phobos/lamport')).mtimeMs;
       const { client, served } = await connect();
       await hello(client);
       await client.request(MessageType.TREE_SUBSCRIBE, { since: 0 });
@@ -197,7 +197,7 @@ describe('peer protocol', () => {
       client.close();
       await served;
       expect(readdirSync(tmp.file('mars'), { recursive: true }).map(String).sort()).to.deep.equal(before);
-      expect(statSync(tmp.file('mars/.lamport')).mtimeMs).to.equal(stamp);
+      expect(statSync(tmp.file('mars/.phobos/lamport')).mtimeMs).to.equal(stamp);
     });
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { lstatSync, mkdirSync, readdirSync, symlinkSync, writeFileSync, lutimesSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, symlinkSync, watch, writeFileSync, lutimesSync } from 'node:fs';
 import path from 'node:path';
 
 import { MarsTree, TreeError, todoKey, type LamportStamp } from '../../../src/tree/index.js';
@@ -193,7 +193,33 @@ describe('MarsTree', () => {
       [['userspace/live', 'z'], ['userspace/new', null]]);
   });
 
-  it('MarsTree.stamp - hands out clock stamps under the lock, persisted in .lamport', async () => {
+  it('MarsTree - a mutation leaves the root directory alone (lock and clock are in .phobos/), so watchers of the root stay quiet', async () => {
+    await tree.set('userspace/warm', '1');
+    const events: string[] = [];
+    const watcher = watch(tmp.dir, (_, name) => events.push(String(name)));
+    try {
+      for (let i = 0; i < 5; i++) await tree.set(`userspace/k${i}`, String(i));
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      watcher.close();
+    }
+    expect(events).to.deep.equal([]);
+    expect(existsSync(tmp.file('.phobos/lock')) && existsSync(tmp.file('.phobos/lamport'))).to.equal(true);
+  });
+
+  it('MarsTree.open - carries the clock of an older tree (<root>/.lamport) over, so stamps never go back', async () => {
+    const other = tempDir();
+    try {
+      const ahead = (Date.now() + 60_000) * 1000;
+      writeFileSync(other.file('.lamport'), `${String(ahead).padStart(20, '0')}\n`);
+      const old = await MarsTree.open({ root: other.dir, host: 'alpha', requireCluster: false });
+      expect(await old.stamp()).to.be.greaterThan(ahead);
+    } finally {
+      other.remove();
+    }
+  });
+
+  it('MarsTree.stamp - hands out clock stamps under the lock, persisted in .phobos/lamport', async () => {
     const a = await tree.stamp();
     const b = await tree.stamp();
     expect(b).to.be.greaterThan(a);

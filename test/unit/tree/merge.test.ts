@@ -91,7 +91,7 @@ describe('MarsTree.merge', () => {
   it('MarsTree.merge - observes every stamp into the clock, so local writes come after', async () => {
     const ahead = now() + 30_000_000; // a peer 30 s ahead
     await alpha.merge([{ key: 'resource-r1/size', value: '1', stamp: ahead }]);
-    expect(Number(readFileSync(tmp.file('alpha/.lamport'), 'utf8'))).to.equal(ahead);
+    expect(Number(readFileSync(tmp.file('alpha/.phobos/lamport'), 'utf8'))).to.equal(ahead);
     const local = await alpha.set('userspace/after', 'x');
     expect(local!.stamp).to.equal(ahead + 1);
   });
