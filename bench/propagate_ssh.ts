@@ -201,6 +201,18 @@ async function settledCounts(lab: SshLab): Promise<number[]> {
   return counts;
 }
 
+/** Wait until counts() gives RESOURCES for every host; with -v, a line whenever they change. */
+async function untilEveryHost(what: string, label: string, counts: () => Promise<number[]>, since: number): Promise<void> {
+  let last = '';
+  await waitUntil(what, async () => {
+    const now = await counts();
+    const line = now.map((c, h) => `${HOSTS[h]} ${c}`).join(', ');
+    if (line !== last) verbose(`propagate-ssh: ${((performance.now() - since) / 1000).toFixed(0)} s: ${label}: ${line}`);
+    last = line;
+    return now.every((c) => c === RESOURCES);
+  }, 900_000, 2000);
+}
+
 export async function runPropagateSsh(): Promise<void> {
   const lab = await SshLab.cluster('phbench-prop', HOSTS);
   const watchers: Arrivals[] = [];
@@ -233,23 +245,9 @@ export async function runPropagateSsh(): Promise<void> {
     await writeResources(lab);
     const written = (performance.now() - t) / 1000;
     for (const h of HOSTS) await lab.startDaemon(h);
-    let last = '';
-    await waitUntil(`${RESOURCES} resources up on every host`, async () => {
-      const counts = await upCounts(lab);
-      const line = counts.map((c, h) => `${HOSTS[h]} ${c}`).join(', ');
-      if (line !== last) verbose(`propagate-ssh: ${((performance.now() - t) / 1000).toFixed(0)} s: up: ${line}`);
-      last = line;
-      return counts.every((c) => c === RESOURCES);
-    }, 900_000, 2000);
+    await untilEveryHost(`${RESOURCES} resources up on every host`, 'up', () => upCounts(lab), t);
     const setupSeconds = (performance.now() - t) / 1000;
-    last = '';
-    await waitUntil(`every secondary to finish syncing and fetching`, async () => {
-      const counts = await settledCounts(lab);
-      const line = counts.map((c, h) => `${HOSTS[h]} ${c}`).join(', ');
-      if (line !== last) verbose(`propagate-ssh: ${((performance.now() - t) / 1000).toFixed(0)} s: settled: ${line}`);
-      last = line;
-      return counts.every((c) => c === RESOURCES);
-    }, 900_000, 2000);
+    await untilEveryHost('every secondary to finish syncing and fetching', 'settled', () => settledCounts(lab), t);
     const settledSeconds = (performance.now() - t) / 1000;
     await sleep(10_000); // let the last publications settle
     const busy = await idleCpu(lab, IDLE_SECONDS, true);
