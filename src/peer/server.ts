@@ -39,7 +39,7 @@ export type TreeRow = [string, string | null, number];
 export class PeerServer {
   private client: string | null = null;
   private watcher: TreeWatcher | null = null;
-  private readonly logFiles = new Map<string, FileHandle>();
+  private readonly logFiles = new LogFiles();
   private connection!: PeerConnection;
   private readonly views: DeviceViews;
 
@@ -58,7 +58,7 @@ export class PeerServer {
     await this.connection.closed;
     this.watcher?.close();
     await this.views.closeAll();
-    for (const h of this.logFiles.values()) await h.close().catch(() => undefined);
+    await this.logFiles.closeAll();
   }
 
   private async handle(frame: Frame): Promise<OutgoingFrame[]> {
@@ -143,35 +143,21 @@ export class PeerServer {
     const length = Math.min(numberField(json, 'length', MAX_PAYLOAD_BYTES), MAX_PAYLOAD_BYTES);
     const waitMs = Math.min(numberField(json, 'waitMs', 0), MAX_WAIT_MS);
     const file = path.join(dir, name);
-    const handle = await this.logHandle(file);
-    let size = (await handle.stat()).size;
-    if (size <= offset && waitMs > 0) size = await waitForGrowth(file, handle, offset, waitMs);
-    const n = Math.max(0, Math.min(length, size - offset));
-    // Durable here before it leaves: the origin can then never lose bytes a copy holds.
-    if (n > 0) await handle.datasync();
-    const data = Buffer.allocUnsafe(n);
-    let done = 0;
-    while (done < n) {
-      const { bytesRead } = await handle.read(data, done, n - done, offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return { type: MessageType.LOG_DATA, json: { offset, size }, payload: data.subarray(0, done) };
-  }
-
-  private async logHandle(file: string): Promise<FileHandle> {
-    const cached = this.logFiles.get(file);
-    if (cached) return cached;
-    const handle = await open(file, 'r').catch((e: NodeJS.ErrnoException) => {
-      throw new RemoteError(`${path.basename(file)}: ${e.code === 'ENOENT' ? 'no such log here' : e.message}`, e.code ?? 'EIO');
+    return this.logFiles.use(file, async (handle) => {
+      let size = (await handle.stat()).size;
+      if (size <= offset && waitMs > 0) size = await waitForGrowth(file, handle, offset, waitMs);
+      const n = Math.max(0, Math.min(length, size - offset));
+      // Durable here before it leaves: the origin can then never lose bytes a copy holds.
+      if (n > 0) await handle.datasync();
+      const data = Buffer.allocUnsafe(n);
+      let done = 0;
+      while (done < n) {
+        const { bytesRead } = await handle.read(data, done, n - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return { type: MessageType.LOG_DATA, json: { offset, size }, payload: data.subarray(0, done) };
     });
-    if (this.logFiles.size >= 16) {
-      const [oldest, h] = this.logFiles.entries().next().value as [string, FileHandle];
-      this.logFiles.delete(oldest);
-      await h.close().catch(() => undefined);
-    }
-    this.logFiles.set(file, handle);
-    return handle;
   }
 
   private async deviceRange(json: Json, maxLength: number): Promise<{ res: string; disk: string; offset: number; length: number }> {
@@ -216,6 +202,64 @@ export class PeerServer {
  * restarted) drops it and runs once more on a freshly opened view. A disk view is opened
  * per request, so that a host that has just become primary is read through its export.
  */
+/** Log files kept open while idle, at most; more are open while requests use them. */
+const IDLE_LOG_FILES = 16;
+
+/**
+ * Open log files shared by concurrent reads. A file in use is never closed under its
+ * request: with 1000 resources long-polling, a plain 16-entry cache closed handles that
+ * waits still held, the next fstat failed, the reply said "size 0", and every secondary
+ * took that for a log cut short by a crash and truncated its copy.
+ */
+class LogFiles {
+  private readonly files = new Map<string, { handle: Promise<FileHandle>; users: number }>();
+
+  async use<T>(file: string, fn: (handle: FileHandle) => Promise<T>): Promise<T> {
+    let entry = this.files.get(file);
+    if (!entry) {
+      const handle = open(file, 'r').catch((e: NodeJS.ErrnoException) => {
+        throw new RemoteError(`${path.basename(file)}: ${e.code === 'ENOENT' ? 'no such log here' : e.message}`, e.code ?? 'EIO');
+      });
+      entry = { handle, users: 0 };
+    }
+    this.files.delete(file);                 // re-inserted last: the Map's order is recency
+    this.files.set(file, entry);
+    entry.users++;
+    try {
+      const handle = await entry.handle.catch((error: unknown) => {
+        if (this.files.get(file) === entry) this.files.delete(file); // not there yet: open again next time
+        throw error;
+      });
+      return await fn(handle);
+    } finally {
+      entry.users--;
+      this.closeIdle();
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const entries = [...this.files.values()];
+    this.files.clear();
+    await Promise.all(entries.map((e) => close(e.handle)));
+  }
+
+  /** Close the least recently used idle files beyond IDLE_LOG_FILES. */
+  private closeIdle(): void {
+    let excess = this.files.size - IDLE_LOG_FILES;
+    for (const [file, entry] of this.files) {
+      if (excess <= 0) break;
+      if (entry.users > 0) continue;
+      this.files.delete(file);
+      void close(entry.handle);
+      excess--;
+    }
+  }
+}
+
+function close(handle: Promise<FileHandle>): Promise<void> {
+  return handle.then((h) => h.close()).catch(() => undefined);
+}
+
 class DeviceViews {
   private readonly logical = new Map<string, { view: DeviceView; users: number; idle: NodeJS.Timeout | null }>();
 

@@ -109,6 +109,26 @@ describe('peer protocol', () => {
       await served;
     });
 
+    it('answers 40 concurrent long polls with the true size (a file in use is never closed)', async () => {
+      // More waits than the server keeps idle files open: a plain cache closed handles that
+      // waits still held, and the replies said "size 0", which a secondary takes for a
+      // log cut short by a crash.
+      for (let r = 0; r < 40; r++) {
+        await tree.set(`resource-p${r}/size`, '1048576');
+        writeFileSync(path.join(tmp.file('mars'), `resource-p${r}`, 'log-000000001-beta'), Buffer.alloc(100 + r, 1));
+      }
+      const { client, served } = await connect();
+      await hello(client);
+      const polls = Array.from({ length: 40 }, (_, r) =>
+        client.call(MessageType.LOG_READ, { res: `p${r}`, name: 'log-000000001-beta', offset: 100 + r, length: 10, waitMs: 300 }));
+      const replies = await Promise.all(polls);
+      expect(replies.map((f) => f.json['size'])).to.deep.equal(Array.from({ length: 40 }, (_, r) => 100 + r));
+      const again = await client.call(MessageType.LOG_READ, { res: 'p3', name: 'log-000000001-beta', offset: 0, length: 1000 });
+      expect(again.payload.length).to.equal(103);
+      client.close();
+      await served;
+    });
+
     for (const [what, fields, message] of [
       ['another cluster', { cluster: '11111111-2222-3333-4444-555555555555' }, /belongs to cluster 1111/],
       ['a host that is not a member', { host: 'mallory' }, /'mallory' is not a member/],
