@@ -23,6 +23,8 @@ import { actualKey, replayKey, versionKey, type MarsTree } from '../tree/index.j
 import type { Desired, ResourcePhase } from './types.js';
 
 const RETRY_FAILED_MS = 60_000;
+/** A kernel device that stayed open when we left the role: try closing it again this soon. */
+const RETRY_BUSY_MS = 10_000;
 /** Log numbers skipped after writes that bypassed the log (emergency mode). */
 const EMERGENCY_GAP = 11;
 /**
@@ -76,6 +78,8 @@ export class ResourceController {
    * its request was refused (tree_access.ts daemonRefusal).
    */
   private failureUnpublished = false;
+  /** A pass of our own is due (retryLater): the daemon's full pass comes only every 5 min. */
+  private retryTimer: NodeJS.Timeout | null = null;
   private readonly published = new Map<string, string>();
   /** Logging (primary) or fetching (secondary) stopped for lack of space. */
   private emergency = false;
@@ -119,7 +123,7 @@ export class ResourceController {
     if (!want.attach) {
       await this.stopReplica();
       await this.stopServing({ seal: !want.primary });
-      if (this.serving) return await this.publish();   // the kernel device is still open
+      if (this.serving) return await this.stillOpen();
       this.phase = { kind: 'detached' };
     } else if (!want.primary) {
       if (this.holdWhileOpen()) {
@@ -127,7 +131,7 @@ export class ResourceController {
         return;
       }
       await this.stopServing({ seal: true });
-      if (this.serving) return await this.publish();   // the kernel device is still open
+      if (this.serving) return await this.stillOpen();
       await this.sealLeftOwnLog(want);
       this.runReplica(want, why);
       if (want.emergencyLevel >= 2) await this.dropReplayedLogs();
@@ -382,8 +386,30 @@ export class ResourceController {
     }, 200);
   }
 
+  /** The kernel device stayed open when we left the role: say so, and try again soon. */
+  private async stillOpen(): Promise<void> {
+    this.retryLater(RETRY_BUSY_MS);
+    await this.publish();
+  }
+
+  /**
+   * Ask for a pass of this resource after `ms`. A state that only time can change (a
+   * failed start, a device still open) needs it: no tree change will come, and the
+   * daemon's full pass is only a safety net.
+   */
+  private retryLater(ms: number): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.requestPass();
+    }, ms);
+    this.retryTimer.unref();
+  }
+
   /** Stop everything (daemon shutdown or resource gone). */
   async shutdown(): Promise<void> {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     await this.stopReplica();
     await this.stopServing({ seal: false });
     this.phase = { kind: 'detached' };
@@ -419,6 +445,7 @@ export class ResourceController {
       this.failedInputs = JSON.stringify(want);
       this.failedAt = Date.now();
       this.failureUnpublished = true;
+      this.retryLater(RETRY_FAILED_MS + 100);
       this.log(`resource ${res}: cannot become primary: ${e.message}`);
     }
   }
