@@ -43,6 +43,15 @@ export class TreeState {
     return this.global.get(key);
   }
 
+  /** A key's value and stamp, or undefined when it does not exist. */
+  entry(key: string): { value: string | null; stamp: LamportStamp } | undefined {
+    const stamp = this.stamps.get(key);
+    if (stamp === undefined) return undefined;
+    const res = resourceOf(key);
+    const value = res === null ? this.global.get(key) : this.resources.get(res)?.get(key);
+    return value === undefined ? undefined : { value, stamp };
+  }
+
   /** The stamp of a key, 0 when it does not exist. */
   stamp(key: string): LamportStamp {
     return this.stamps.get(key) ?? 0;

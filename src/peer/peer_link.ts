@@ -21,7 +21,12 @@ export interface PeerLinkOptions {
   readonly pingIntervalMs?: number;
   /** Resubscribe from 0 this often (safety net), ms. @default 300000 */
   readonly resyncIntervalMs?: number;
+  /** What the local tree holds, from memory (the daemon's TreeState); see mergeable(). */
+  readonly known?: KnownEntry;
 }
+
+/** A key's value and stamp in the local tree, or undefined if unknown. */
+export type KnownEntry = (key: string) => { value: string | null; stamp: number } | undefined;
 
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 10_000;
@@ -178,7 +183,24 @@ export class PeerLink {
     if (entries.length) this.mergeChain = this.mergeChain.then(() => this.merge(entries));
   }
 
-  private async merge(entries: TreeEntry[]): Promise<void> {
+  /**
+   * The rows that might change the local tree: a row older than what we hold, or the same
+   * stamp and value, cannot win the merge. The periodic resync sends the whole tree
+   * (35k rows at 1000 resources); merging each costs an lstat and a readlink under the
+   * tree lock, 4.6 s of CPU on a slow machine every 5 minutes, for nothing when in sync.
+   */
+  private mergeable(entries: TreeEntry[]): TreeEntry[] {
+    const known = this.opts.known;
+    if (!known) return entries;
+    return entries.filter((e) => {
+      const local = known(e.key);
+      return !local || e.stamp > local.stamp || (e.stamp === local.stamp && e.value !== local.value);
+    });
+  }
+
+  private async merge(received: TreeEntry[]): Promise<void> {
+    const entries = this.mergeable(received);
+    if (entries.length === 0) return;
     try {
       const applied = await this.opts.tree.merge(entries);
       this.opts.onMerged?.(applied);

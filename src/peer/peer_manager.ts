@@ -3,7 +3,7 @@
  * as members join and leave.
  */
 import type { MarsTree, TreeEntry } from '../tree/index.js';
-import { PeerLink } from './peer_link.js';
+import { PeerLink, type KnownEntry } from './peer_link.js';
 import type { TransportFactory } from './transport.js';
 
 export interface PeerManagerOptions {
@@ -12,6 +12,8 @@ export interface PeerManagerOptions {
   readonly log: (line: string) => void;
   readonly onMerged?: (host: string, applied: readonly TreeEntry[]) => void;
   readonly onState?: (host: string, up: boolean) => void;
+  /** Passed to every link (PeerLinkOptions.known). */
+  readonly known?: KnownEntry;
 }
 
 export class PeerManager {
@@ -42,6 +44,7 @@ export class PeerManager {
         log: this.opts.log,
         onMerged: (applied) => this.opts.onMerged?.(host, applied),
         onState: (up) => this.opts.onState?.(host, up),
+        known: this.opts.known,
       });
       this.links.set(host, link);
       link.start();

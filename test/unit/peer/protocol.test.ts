@@ -10,7 +10,7 @@ import { expect } from 'chai';
 
 import { FrameDecoder, encodeFrame, MAX_FRAME_BYTES, MAX_JSON_BYTES, MessageType, ProtocolError } from '../../../src/peer/frames.js';
 import { packRows, type TreeRow } from '../../../src/peer/server.js';
-import { PeerConnection, PeerServer, PROTOCOL_VERSION, RemoteError, type PeerTransport } from '../../../src/peer/index.js';
+import { PeerConnection, PeerLink, PeerServer, PROTOCOL_VERSION, RemoteError, type PeerTransport } from '../../../src/peer/index.js';
 import { ipKey, MarsTree, userspaceKey, UUID_KEY } from '../../../src/tree/index.js';
 import { eventually } from '../../support/test_host.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
@@ -204,6 +204,40 @@ describe('peer protocol', () => {
       client.close();
       await served;
       for (const k of keys) await tree.delete(k);
+    });
+
+    it('a link merges only rows that can win against what the local tree holds', async () => {
+      // The periodic resync sends the whole tree; rows the daemon already holds (same or
+      // older stamp) are not merged again. Here `known` claims one key at a newer stamp
+      // than beta's: it stays out of alpha's tree, the others arrive.
+      const local = await MarsTree.open({ root: tmp.file('alpha-mars'), host: 'alpha', create: true, requireCluster: false });
+      await local.set(UUID_KEY, uuid);
+      await tree.set(userspaceKey('fresh', 'r1'), 'yes');
+      const asked: string[] = [];
+      const link = new PeerLink({
+        tree: local,
+        peer: { host: 'beta', address: '-' },
+        factory: async () => {
+          const [a, b] = pair();
+          void new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) }).serve(b);
+          return a;
+        },
+        log: (l) => logs.push(l),
+        known: (key) => {
+          asked.push(key);
+          return key === 'resource-r1/size' ? { value: '1048576', stamp: Number.MAX_SAFE_INTEGER } : undefined;
+        },
+      });
+      link.start();
+      try {
+        expect(await link.waitConnected(5000)).to.equal(true);
+        await link.merged();
+        expect(asked).to.include('resource-r1/size');
+        expect(await local.getValue(userspaceKey('fresh', 'r1'))).to.equal('yes');
+        expect(await local.getValue('resource-r1/size')).to.equal(undefined);
+      } finally {
+        link.stop();
+      }
     });
 
     it('writes nothing into its tree, whatever it is asked', async () => {
