@@ -195,13 +195,6 @@ export class PeerServer {
   }
 }
 
-/**
- * Device views for DIGESTS and BLOCKS_READ. A logical view (the daemon's sync export) is
- * kept open while requests keep coming, so a sync costs one NBD handshake rather than one
- * per request; a read that fails on it (the export went away: no longer primary, daemon
- * restarted) drops it and runs once more on a freshly opened view. A disk view is opened
- * per request, so that a host that has just become primary is read through its export.
- */
 /** Log files kept open while idle, at most; more are open while requests use them. */
 const IDLE_LOG_FILES = 16;
 
@@ -260,6 +253,13 @@ function close(handle: Promise<FileHandle>): Promise<void> {
   return handle.then((h) => h.close()).catch(() => undefined);
 }
 
+/**
+ * Device views for DIGESTS and BLOCKS_READ. A logical view (the daemon's sync export) is
+ * kept open while requests keep coming, so a sync costs one NBD handshake rather than one
+ * per request; a read that fails on it (the export went away: no longer primary, daemon
+ * restarted) drops it and runs once more on a freshly opened view. A disk view is opened
+ * per request, so that a host that has just become primary is read through its export.
+ */
 class DeviceViews {
   private readonly logical = new Map<string, { view: DeviceView; users: number; idle: NodeJS.Timeout | null }>();
 
