@@ -445,6 +445,8 @@ export class ResourceController {
       this.failedInputs = JSON.stringify(want);
       this.failedAt = Date.now();
       this.failureUnpublished = true;
+      // shouldRetry compares Date.now() with failedAt; the margin keeps a timer that fires
+      // a millisecond early by that clock from finding the retry not yet due.
       this.retryLater(RETRY_FAILED_MS + 100);
       this.log(`resource ${res}: cannot become primary: ${e.message}`);
     }

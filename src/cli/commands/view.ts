@@ -219,14 +219,14 @@ function hostView(snap: TreeSnapshot, res: string, host: string, primary: string
   const published = logAndOffset(get(actualKey(res, origin || host, 'log-end')));
   const logBytes = !log ? 0 : published && published[0] === log ? published[1] : logFileBytes(snap.root, res, log);
   const replayPosition = Number(replayLink?.[2] ?? 0);
-  // A refused start says nothing about the disk's data; the other codes stop replay.
-  const failed = replayCode.startsWith('-') && !replayCode.startsWith('-1,');
   const fetchPos = logAndOffset(indicator('fetch-pos'));
   const fetchedBytes = isPrimary || origin === host ? logBytes : fetchPos && fetchPos[0] === log ? fetchPos[1] : 0;
   const syncedBytes = Number(get(resourceKey(res, `syncstatus-${host}`)) || sizeBytes);
   const target = indicator('sync-target');
   const syncTarget = target && target !== '(none)' ? target : null;
   const failure = failureState(replayCode, isPrimary);
+  // A refused start says nothing about the disk's data; the other failures stop replay.
+  const failed = failure !== null && failure !== 'StartFailed';
   const emergency = isEmergency(indicator('emergency'), indicator('is-emergency'));
   // Synced and past any sync target. An Orphan's disk stays usable: consistent, only old.
   const usable = attached && syncedBytes >= sizeBytes && !syncTarget;
