@@ -11,7 +11,7 @@ export {
 } from './generate.js';
 export { isKeyword, parseMarkers, referencedUnits, type UnitMarkers } from './markers.js';
 export {
-  formatStatus, NONE, parseStatus, TRIGGER_FILE, readSettings, startUnitKey, statusKey, stopUnitKey, wantKey,
+  formatStatus, NONE, parseStatus, TRIGGER_FILE, readSettings, touchTrigger, startUnitKey, statusKey, stopUnitKey, wantKey,
   type ActivationStatus, type SystemdSettings,
 } from './settings.js';
 export { run, Systemctl, type RunResult, type SystemctlOptions } from './systemctl.js';

@@ -8,7 +8,10 @@
  * | `resource-<res>/systemd-want` | the host where the stack should run, or `(none)` (paused) |
  * | `resource-<res>/actual-<host>/systemd-status` | `<action>,<exit code>,<want>[,<detail>]`: the last activation on `<host>` |
  */
-import { actualKey, resourceKey, type MarsTree } from '../tree/index.js';
+import { utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+import { actualKey, resourceDir, resourceKey, type MarsTree } from '../tree/index.js';
 
 export const NONE = '(none)';
 
@@ -19,6 +22,14 @@ export const NONE = '(none)';
  * takes it for a key and never replicates it.
  */
 export const TRIGGER_FILE = '.systemd-trigger';
+
+/** Touch `res`'s trigger file here: this host's path unit runs its trigger again. */
+export async function touchTrigger(tree: MarsTree, res: string): Promise<void> {
+  const file = path.join(tree.root, resourceDir(res), TRIGGER_FILE);
+  await writeFile(file, `${Date.now()}\n`);
+  const now = new Date();
+  await utimes(file, now, now);
+}
 
 export interface SystemdSettings {
   /** Unit name or KEYWORD; undefined when the resource has no stack. */

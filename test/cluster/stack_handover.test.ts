@@ -6,7 +6,7 @@
  * the start/stop calls. The VM tier (test/vm/) runs the same flow under real systemd.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { expect } from 'chai';
@@ -70,15 +70,29 @@ class FakeSystemd {
     });
   }
 
+  /**
+   * Miss every change of the deciding keys, as a real path unit misses one that lands while
+   * its service ends, until the trigger file (`.systemd-trigger`) is touched.
+   */
+  missChanges(): void {
+    this.missing = true;
+  }
+
+  private missing = false;
+
   /** The path unit: run systemd-trigger-extern whenever the resource's keys changed. */
   start(): void {
     let seen = '';
+    let touched = this.touched();
     this.loop = (async () => {
       while (!this.stopped) {
-        const now = await this.fingerprint();
+        // As in the trigger script, the trigger file is part of the fingerprint.
+        const now = `${await this.fingerprint()}|${this.touched()}`;
+        if (this.missing && this.touched() !== touched) this.missing = false;
+        touched = this.touched();
         if (now !== seen) {
           seen = now;
-          await this.run('systemd-trigger-extern', RES);
+          if (!this.missing) await this.run('systemd-trigger-extern', RES);
         }
         await new Promise((r) => setTimeout(r, 150));
       }
@@ -102,6 +116,14 @@ class FakeSystemd {
   }
 
   private tree: MarsTree | null = null;
+
+  private touched(): number {
+    try {
+      return statSync(path.join(this.host.root, `resource-${RES}`, '.systemd-trigger')).mtimeMs;
+    } catch {
+      return 0;
+    }
+  }
 }
 
 describe('cluster tier: a handover moves the service stack (systemd stand-in)', function () {
@@ -160,6 +182,21 @@ describe('cluster tier: a handover moves the service stack (systemd stand-in)', 
     } finally {
       fakes.get(beta)!.heal();
     }
+  });
+
+  it('a change the path unit misses: start-stack touches the trigger after 20 s, and the stack starts', async () => {
+    fakes.get(alpha)!.missChanges();
+    const started = Date.now();
+    const r = await fakes.get(alpha)!.run('primary', RES, '--json', '--timeout', '60');
+    expect(r.code, r.err).to.equal(0);
+    expect(r.out).to.include('"touchedTrigger":true');
+    expect(Date.now() - started).to.be.greaterThan(20_000);
+    expect(await status(alpha, alpha)).to.equal('start,0,alpha');
+    expect(await status(alpha, beta)).to.match(/^stop,0,alpha/);
+    // Back to beta, as the next test expects.
+    const back = await fakes.get(beta)!.run('primary', RES, '--timeout', '60');
+    expect(back.code, back.err).to.equal(0);
+    expect(await status(beta, beta)).to.equal('start,0,beta');
   });
 
   it('primary --force starts the stack on the new side; the old side stops it when it hears', async () => {

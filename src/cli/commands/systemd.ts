@@ -8,12 +8,10 @@
  * - systemd-trigger [RES]                       regenerate units (all resources without RES)
  * - systemd-trigger-extern [RES]                what the path units run: regenerate, then start or stop
  */
-import { utimes, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 
 import {
   activate, commitResource, generatedResources, GenerateError, NONE, parseStatus, planResource, readSettings,
-  resolveConfig, resolveUnitSetting, resourceVars, startUnitKey, statusKey, stopUnitKey, Systemctl, TemplateError, TRIGGER_FILE,
+  resolveConfig, resolveUnitSetting, resourceVars, startUnitKey, statusKey, stopUnitKey, Systemctl, TemplateError, touchTrigger,
   TemplateLibrary, wantKey, type CommitReport, type SystemdConfig, type SystemdSettings,
 } from '../../systemd/index.js';
 import { dataKey, isValidName, primaryKey, resourceDir, sizeKey, type MarsTree } from '../../tree/index.js';
@@ -171,13 +169,6 @@ export async function getSystemdWant(ctx: CommandContext): Promise<number> {
   for (const host of hosts) status[host] = parseStatus(await tree.getValue(statusKey(res, host))) ?? null;
   ctx.out.write(`${JSON.stringify({ resource: res, want, status })}\n`);
   return 0;
-}
-
-async function touchTrigger(tree: MarsTree, res: string): Promise<void> {
-  const file = path.join(tree.root, resourceDir(res), TRIGGER_FILE);
-  await writeFile(file, `${Date.now()}\n`);
-  const now = new Date();
-  await utimes(file, now, now);
 }
 
 /** Regenerate `res`, or all resources (and drop units of resources that are gone). */

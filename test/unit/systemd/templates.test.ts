@@ -69,7 +69,7 @@ describe('systemd templates', () => {
 
   it('the trigger service - ExecStart runs marsadm with the tree root and host of this generation', () => {
     const unit = renderAll('r1').find((u) => u.name === 'phobos-r1-trigger.service')!;
-    expect(unit.text).to.include(`ExecStart="${fx.config.marsadm}" "--root=/mars" "--host=alpha" systemd-trigger-extern r1`);
+    expect(unit.text).to.include(`ExecStart="${fx.config.scriptDir}/phobos-r1-trigger.script" run "${fx.config.marsadm}" "--root=/mars" "--host=alpha" systemd-trigger-extern r1`);
     expect(referencedUnits(unit.text)).to.include('phobos-r1-trigger.script');
   });
 
@@ -80,7 +80,7 @@ describe('systemd templates', () => {
     expect(unit.markers.alwaysStart).to.equal(true);
   });
 
-  it('the trigger script - "changed" passes only when a deciding key changed since "seen"', async () => {
+  it('the trigger script - "changed" passes only when a deciding key changed since the last completed "run"', async () => {
     const root = fx.tmp.file('mars');
     mkdirSync(path.join(root, 'resource-r1', 'actual-alpha'), { recursive: true });
     const link = (key: string, value: string): void => {
@@ -93,18 +93,49 @@ describe('systemd templates', () => {
     const unit = library.render(library.find('phobos-r1-trigger.script', vars)!.template, 'phobos-r1-trigger.script', vars);
     const script = fx.tmp.file('trigger.script');
     writeFileSync(script, unit.text, { mode: 0o755 });
-    const run = (op: string): number | null => spawnSync(script, [op]).status;
+    const run = (...args: string[]): number | null => spawnSync(script, args).status;
     expect(run('changed')).to.equal(0);
-    expect(run('seen')).to.equal(0);
+    expect(run('run', 'true')).to.equal(0);
     expect(run('changed')).to.equal(1);
     link('replay-alpha', 'log-000000001-alpha,5,0'); // replication progress: not a deciding key
     expect(run('changed')).to.equal(1);
     link('actual-alpha/is-primary', '1');
     expect(run('changed')).to.equal(0);
     expect(run('changed')).to.equal(0); // not seen yet: the trigger did not finish
-    expect(run('seen')).to.equal(0);
+    expect(run('run', 'false')).to.equal(1); // a failed run records nothing: the next event retries
+    expect(run('changed')).to.equal(0);
+    expect(run('run', 'true')).to.equal(0);
     expect(run('changed')).to.equal(1);
     expect(run('bogus')).to.equal(2);
+  });
+
+  it('the trigger script - "run" runs its command again while a deciding key moved during it, at most 5 times', async () => {
+    const root = fx.tmp.file('mars');
+    mkdirSync(path.join(root, 'resource-r1', 'actual-alpha'), { recursive: true });
+    symlinkSync('alpha', path.join(root, 'resource-r1', 'systemd-want'));
+    const vars = resourceVars(fx.config, root, 'alpha', 'r1');
+    const unit = library.render(library.find('phobos-r1-trigger.script', vars)!.template, 'phobos-r1-trigger.script', vars);
+    const script = fx.tmp.file('trigger.script');
+    writeFileSync(script, unit.text, { mode: 0o755 });
+    const calls = fx.tmp.file('calls');
+    const isPrimary = path.join(root, 'resource-r1', 'actual-alpha', 'is-primary');
+    // A command that, on its first call only, changes a deciding key as it ends: the path
+    // unit would miss that change (it does not watch while the service runs).
+    const once = `echo x >> ${calls}; [ $(wc -l < ${calls}) -gt 1 ] || ln -sfn 1 ${isPrimary}`;
+    expect(spawnSync(script, ['changed']).status).to.equal(0);
+    expect(spawnSync(script, ['run', 'sh', '-c', once]).status).to.equal(0);
+    expect(readFileSync(calls, 'utf8').split('\n').filter(Boolean)).to.have.length(2);
+    expect(spawnSync(script, ['changed']).status).to.equal(1); // the second run's inputs are what was seen
+    // A key that moves at every run: five runs, then the next event takes over.
+    const always = `echo x >> ${calls}; ln -sfn $(date +%s%N) ${isPrimary}`;
+    writeFileSync(calls, '');
+    expect(spawnSync(script, ['changed']).status).to.equal(1);
+    rmSync(path.join(root, 'resource-r1', 'systemd-want'));
+    symlinkSync('beta', path.join(root, 'resource-r1', 'systemd-want'));
+    expect(spawnSync(script, ['changed']).status).to.equal(0);
+    expect(spawnSync(script, ['run', 'sh', '-c', always]).status).to.equal(0);
+    expect(readFileSync(calls, 'utf8').split('\n').filter(Boolean)).to.have.length(5);
+    expect(spawnSync(script, ['changed']).status).to.equal(0);
   });
 
   it('systemd-units - the static units pass systemd-analyze verify with no output (marsadm at a path that exists)', async () => {
