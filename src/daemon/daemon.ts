@@ -83,7 +83,9 @@ export class Daemon {
     daemon.releaseLock = release;
     await daemon.clearServingIndicators();
     await daemon.markAlive();
-    daemon.watcher = await TreeWatcher.start({ root: tree.root, rescanMs: RESCAN_MS, onChange: (c) => daemon.onTreeChange(c) });
+    daemon.watcher = await TreeWatcher.start({
+      root: tree.root, rescanMs: RESCAN_MS, onChange: (c) => daemon.onTreeChange(c), onFile: (f) => daemon.onLogFile(f),
+    });
     daemon.state.load(daemon.watcher.entries());
     if (opts.transport) {
       daemon.peers = new PeerManager({
@@ -113,6 +115,18 @@ export class Daemon {
     if (!this.matters(change.key)) return;
     if (res === null) this.wakingFullPass();
     else this.dirty.add(res);
+    this.schedule();
+  }
+
+  /**
+   * A log file appeared: `marsadm log-rotate` or `cron` on this primary (the engine follows
+   * it, resource_controller.ts followRotation), or a copy a replica started. Log files are
+   * not keys, so only this tells the resource at once rather than at the next full pass.
+   */
+  private onLogFile(file: string): void {
+    const res = /^resource-([^/]+)\/log-[0-9]{9}-[^/]+$/.exec(file)?.[1];
+    if (res === undefined) return;
+    this.dirty.add(res);
     this.schedule();
   }
 

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { replayLog, scanFileBatch } from '../dataplane/index.js';
 import { DIGEST_READ_BYTES, digestRange, readFullyAt } from '../peer/device_view.js';
 import type { Json } from '../peer/frames.js';
-import { MAX_PAYLOAD_BYTES, MessageType, type Frame, type PeerConnection, type PeerManager } from '../peer/index.js';
+import { MAX_PAYLOAD_BYTES, MessageType, RemoteError, type Frame, type PeerConnection, type PeerManager } from '../peer/index.js';
 import {
   actualKey, primaryKey, replayKey, resourceKey, todoKey, versionKey, type MarsTree,
 } from '../tree/index.js';
@@ -86,6 +86,13 @@ const STOP_WAIT_MS = 1000;
 /** How long the replay loop waits for a peer's list of logs. */
 const LIST_TIMEOUT_MS = 3000;
 const SAVE_INTERVAL_MS = 500;
+/**
+ * How long replay's log must look dropped (strandedIn) before replay stops with Orphan,
+ * and how often it looks meanwhile: the tree of a host that just came back, and the
+ * peers' lists, settle within seconds.
+ */
+const STRANDED_GRACE_MS = 10_000;
+const STRANDED_RECHECK_MS = 2000;
 const SYNC_CHUNK_BYTES = 64 << 20;
 /** How often the sync writes its progress to the tree (and syncs the disk first). */
 const SYNC_PUBLISH_MS = 500;
@@ -217,16 +224,26 @@ export class Replica {
     return this.pos;
   }
 
-  /** The connection to fetch from: the origin if up, else the designated primary, else anyone. */
-  private async source(origin: string): Promise<PeerConnection | null> {
+  /**
+   * The connection to fetch `log` from: the origin if up, else the designated primary,
+   * else anyone; passing over the one that last answered it has no such log (an origin
+   * that lost a split brain and was invalidated; the new primary keeps the part of the log
+   * its history holds).
+   */
+  private async source(log: string, origin: string): Promise<PeerConnection | null> {
     const primary = await this.value(primaryKey(this.resource));
+    const lacking = this.lacking?.log === log ? this.lacking.conn : null;
+    const usable = (conn: PeerConnection | null | undefined): conn is PeerConnection => !!conn && conn !== lacking;
     for (const host of [origin, primary]) {
       const conn = host && host !== this.host ? this.opts.peers.link(host)?.connection : null;
-      if (conn) return conn;
+      if (usable(conn)) return conn;
     }
-    for (const link of this.opts.peers.all()) if (link.connection) return link.connection;
-    return null;
+    for (const link of this.opts.peers.all()) if (usable(link.connection)) return link.connection;
+    return lacking;
   }
+
+  /** The last connection that answered a read of `log` with "no such log". */
+  private lacking: { log: string; conn: PeerConnection } | null = null;
 
   /** Every field is a primitive: compare them, no serialising (this runs on every loop turn). */
   private setState(patch: Partial<ReplicaStatus>): void {
@@ -246,10 +263,20 @@ export class Replica {
         await loop();
       } catch (e) {
         if (this.stopped) break;
-        this.opts.log(`resource ${this.resource}: ${what}: ${(e as Error).message}`);
+        this.logLoopError(what, (e as Error).message);
         await this.wake[what].wait(1000);
       }
     }
+  }
+
+  /** The last error each loop logged, and when: a repeat within a minute is not logged again. */
+  private readonly loopErrors = new Map<string, { message: string; at: number }>();
+
+  private logLoopError(what: string, message: string): void {
+    const last = this.loopErrors.get(what);
+    if (last && last.message === message && Date.now() - last.at < 60_000) return;
+    this.loopErrors.set(what, { message, at: Date.now() });
+    this.opts.log(`resource ${this.resource}: ${what}: ${message}${last?.message === message ? ' (again; repeats within a minute are not logged)' : ''}`);
   }
 
   // ---------------------------------------------------------------- fetch
@@ -269,14 +296,17 @@ export class Replica {
         continue;
       }
       const origin = target ? parseLogName(target)!.origin : '';
-      const conn = target && origin !== this.host ? await this.source(origin) : null;
+      const conn = target && origin !== this.host ? await this.source(target, origin) : null;
       if (!target || !conn) {
         this.setState({ fetching: false });
         await this.wake.fetch.wait(target && origin !== this.host ? 500 : 1000);
         continue;
       }
       this.setState({ fetching: true });
-      await this.fetchSome(conn, target);
+      await this.fetchSome(conn, target).catch((e: unknown) => {
+        if (e instanceof RemoteError && e.code === 'ENOENT') this.lacking = { log: target, conn };
+        throw e;
+      });
     }
     this.setState({ fetching: false });
   }
@@ -459,16 +489,8 @@ export class Replica {
   private async findNextLog(log: string): Promise<string | null> {
     const seq = parseLogName(log)!.seq + 1;
     const found = new Set<string>();
-    for (const link of this.opts.peers.all()) {
-      const conn = link.connection;
-      if (!conn) continue;
-      // Bounded: a peer whose link died unnoticed must not hold up replay (and stop()).
-      const reply = await Promise.race([
-        this.peerCall(conn, MessageType.LOG_LIST, { res: this.resource }).catch(() => null),
-        new Promise<null>((r) => setTimeout(() => r(null), LIST_TIMEOUT_MS).unref()),
-      ]);
-      const logs = (reply?.json['logs'] ?? []) as [string, number][];
-      for (const [name] of logs) if (parseLogName(name)?.seq === seq) found.add(name);
+    for (const logs of (await this.peerLogLists()).values()) {
+      for (const name of logs) if (parseLogName(name)?.seq === seq) found.add(name);
     }
     const local = await stat(this.copyPath(`log-${String(seq).padStart(9, '0')}-${this.host}`)).catch(() => null);
     if (local) found.add(`log-${String(seq).padStart(9, '0')}-${this.host}`);
@@ -498,8 +520,10 @@ export class Replica {
           await this.switchLog(pos, sealed);
         } else {
           await this.savePosition(false);
+          if (await this.stranded(pos)) continue;
           // Until more is fetched; the last position is saved once its interval is over.
-          await this.waitForFetch(this.savedValue === replayValue(pos) ? IDLE_WAIT_MS : SAVE_INTERVAL_MS);
+          const idle = this.strandedSince > 0 ? STRANDED_RECHECK_MS : IDLE_WAIT_MS;
+          await this.waitForFetch(this.savedValue === replayValue(pos) ? idle : SAVE_INTERVAL_MS);
         }
         continue;
       }
@@ -640,6 +664,65 @@ export class Replica {
     this.fail(-3, 'SplitBrain', `${next} continues ${origin}'s history, which ended ${theirs.log} at ${theirs.offset}; ` +
       `ours is ${parseVersion(mine)!.log} at ${parseVersion(mine)!.offset}: marsadm invalidate ${this.resource} here discards ours`);
     return false;
+  }
+
+  /** Since when replay's log has looked dropped (strandedIn), or 0. */
+  private strandedSince = 0;
+
+  /**
+   * Replay has applied all it has of `pos.log` and waits for more: has the cluster dropped
+   * that log? Then no byte of it will ever come, no version link will end it, and nothing
+   * else would say so. Stops replay with Orphan once that holds for STRANDED_GRACE_MS.
+   */
+  private async stranded(pos: LogPosition): Promise<boolean> {
+    const why = await this.strandedIn(pos);
+    if (!why) {
+      this.strandedSince = 0;
+      return false;
+    }
+    if (this.strandedSince === 0) this.strandedSince = Date.now();
+    if (Date.now() - this.strandedSince < STRANDED_GRACE_MS) return false;
+    this.strandedSince = 0;
+    this.fail(-4, 'Orphan', `${why}: this host follows a log the cluster dropped (as when its origin lost a split brain ` +
+      `and was invalidated); marsadm invalidate ${this.resource} copies the disk afresh`);
+    return true;
+  }
+
+  /**
+   * Why `pos.log` looks dropped, or null: the designated primary is another host than the
+   * log's origin and writes another log of the same or a later sequence number, and the
+   * origin, connected, lists the log no more, nor does any other peer. A handover or a
+   * forced failover leave the log on its origin (and on the new primary, which ends it
+   * with a version link); only invalidate on the origin deletes it.
+   */
+  private async strandedIn(pos: LogPosition): Promise<string | null> {
+    const name = parseLogName(pos.log)!;
+    const primary = await this.value(primaryKey(this.resource));
+    if (name.origin === this.host || !primary || primary === this.host || primary === name.origin) return null;
+    const end = parsePositionValue(await this.value(actualKey(this.resource, primary, 'log-end')));
+    if (!end || end.log === pos.log || parseLogName(end.log)!.seq < name.seq) return null;
+    if (!this.opts.peers.link(name.origin)?.connection) return null; // the origin may still have it
+    const lists = await this.peerLogLists();
+    if (!lists.has(name.origin) || [...lists.values()].some((logs) => logs.includes(pos.log))) return null;
+    return `${pos.log} (replayed to ${pos.offset}) is gone on ${name.origin} and every peer, and ${primary} writes ${end.log}`;
+  }
+
+  /**
+   * Each connected peer's log names. Bounded: a peer whose link died unnoticed must not
+   * hold up replay (and stop()); one that does not answer in time is left out.
+   */
+  private async peerLogLists(): Promise<Map<string, string[]>> {
+    const lists = new Map<string, string[]>();
+    await Promise.all(this.opts.peers.all().map(async (link) => {
+      const conn = link.connection;
+      if (!conn) return;
+      const reply = await Promise.race([
+        this.peerCall(conn, MessageType.LOG_LIST, { res: this.resource }).catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), LIST_TIMEOUT_MS).unref()),
+      ]);
+      if (reply) lists.set(link.host, ((reply.json['logs'] ?? []) as [string, number][]).map(([n]) => n));
+    }));
+    return lists;
   }
 
   /**

@@ -62,6 +62,7 @@ export class TreeWatcher {
   readonly rescanMs: number;
   readonly #onChange: (change: TreeChange) => void;
   readonly #onError: (error: Error) => void;
+  readonly #onFile: (relativePath: string) => void;
   /** Links by key. */
   readonly #links = new Map<string, Known>();
   /** Watched directories by key ('' is the root). */
@@ -86,6 +87,7 @@ export class TreeWatcher {
     this.rescanMs = options.rescanMs ?? DEFAULT_RESCAN_MS;
     this.#onChange = options.onChange;
     this.#onError = options.onError ?? (() => undefined);
+    this.#onFile = options.onFile ?? (() => undefined);
   }
 
   /** Watch the tree; resolves after the initial scan (which emits nothing). */
@@ -279,6 +281,7 @@ export class TreeWatcher {
       return;
     }
     // Missing, a regular file (a log) or something else: not an entry.
+    if (st?.isFile() && !known && emit) this.#onFile(key);
     if (known) {
       this.#links.delete(key);
       if (emit) this.#emit({ kind: 'removed', key, previous: known.entry });

@@ -146,6 +146,11 @@ export interface TreeWatcherOptions {
   readonly onChange: (change: TreeChange) => void;
   /** Called when a directory cannot be watched or read; the watcher keeps going. */
   readonly onError?: (error: Error) => void;
+  /**
+   * Called when a regular file (not a key: a log) appears in a watched directory, with
+   * its path relative to the root. Not called for appends, nor by the rescan.
+   */
+  readonly onFile?: (relativePath: string) => void;
   /** Full rescan interval (safety net), milliseconds; 0 disables it. @default 5000 */
   readonly rescanMs?: number;
 }

@@ -5,7 +5,8 @@
  * partitioned host is refused with the way out; forced failover with the old primary cut
  * off, then reconnected: split brain reported, `invalidate` makes every disk identical.
  */
-import { closeSync, openSync, truncateSync } from 'node:fs';
+import { closeSync, existsSync, openSync, truncateSync } from 'node:fs';
+import path from 'node:path';
 
 import { expect } from 'chai';
 
@@ -176,4 +177,45 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
     await after.verify(beta.socket(RES), 'beta');
     await eventually('split brain resolved', async () => (await beta.ok('view-is-split-brain', RES)).trim() === '0', 30_000);
   });
+
+  it('a replica left in a log its origin dropped (the split brain\'s loser, invalidated) reports Orphan; invalidate repairs', async () => {
+    // beta is primary (test 4). alpha is cut off; beta starts a new log, and gamma follows it.
+    for (const h of [beta, gamma]) await cluster.cutNow(alpha, h);
+    await beta.ok('log-rotate', RES);
+    const dropped = new Workload(4 << 20, RES, 2_000_000);
+    dropped.start(beta.socket(RES));
+    await eventually('writes on beta', () => dropped.writes >= 32);
+    await dropped.stop();
+    await allEqual(beta, 40_000, [gamma]);
+    const followed = parseReplay(await get(gamma, `replay-${gamma.name}`));
+    expect(followed.log).to.match(/-beta$/);
+
+    // alpha fails over on its side; gamma goes away before it hears how this ends.
+    await alpha.ok('disconnect', RES);
+    await alpha.ok('primary', '--force', RES, '--timeout', '30');
+    await cluster.cutNow(beta, gamma);
+    cluster.heal(alpha, beta);
+    await alpha.ok('connect', RES);
+    await eventually('split brain reported on beta', async () => (await beta.ok('view-is-split-brain', RES)).trim() === '1', 30_000);
+    await beta.ok('invalidate', RES, '--timeout', '60');
+    await allEqual(alpha, 60_000, [beta]);
+    expect(existsSync(path.join(beta.root, `resource-${RES}`, followed.log)), 'beta dropped the log gamma follows').to.equal(false);
+
+    // gamma comes back: the log it replays is gone everywhere and alpha's history does not
+    // hold it. It says so, rather than waiting for bytes nobody has.
+    cluster.rejoin(gamma);
+    const code = async () => get(gamma, `actual-${gamma.name}/replay-code`);
+    await eventually('gamma to report Orphan', async () => (await code()).startsWith('-4,'), 60_000)
+      .catch(async (e: Error) => {
+        throw new Error(`${e.message}; gamma's replay-code: ${await code()}; its daemon log ends:\n${gamma.daemonLog.slice(-3000)}`);
+      });
+    expect(await code()).to.match(new RegExp(`^-4,Orphan: ${followed.log} .* is gone on beta and every peer, and alpha writes .*marsadm invalidate ${RES}`));
+    await gamma.ok('invalidate', RES, '--timeout', '60');
+    await allEqual(alpha, 60_000);
+  });
 });
+
+function parseReplay(value: string): { log: string; offset: number } {
+  const [log, offset] = value.split(',');
+  return { log: log!, offset: Number(offset) };
+}

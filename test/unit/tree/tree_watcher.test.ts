@@ -168,6 +168,20 @@ describe('TreeWatcher', () => {
     expect(watcher.stats.rescans).to.be.greaterThan(1);
   });
 
+  it('TreeWatcher - a new regular file (a log) is told to onFile once; appends and links are not', async () => {
+    const files: string[] = [];
+    watcher = await TreeWatcher.start({ root: tmp.dir, rescanMs: 0, onChange: (c) => changes.push(c), onFile: (f) => files.push(f) });
+    const log = `${tmp.dir}/resource-r0/log-000000002-alpha`;
+    writeFileSync(log, '');
+    await until(() => files.length > 0, 2000, 'onFile');
+    for (let i = 0; i < 5; i++) writeFileSync(log, 'more', { flag: 'a' });
+    await tree.set('resource-r0/primary', 'alpha');
+    await until(() => changes.length > 0, 2000, 'the link');
+    await watcher.idle();
+    expect(files).to.deep.equal(['resource-r0/log-000000002-alpha']);
+    expect(changes.map((c) => c.key)).to.deep.equal(['resource-r0/primary']);
+  });
+
   it('TreeWatcher.close - stops all events', async () => {
     const w = await start(20);
     w.close();
