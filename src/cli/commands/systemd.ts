@@ -8,7 +8,6 @@
  * - systemd-trigger [RES]                       regenerate units (all resources without RES)
  * - systemd-trigger-extern [RES]                what the path units run: regenerate, then start or stop
  */
-
 import {
   activate, commitResource, generatedResources, GenerateError, NONE, parseStatus, planResource, readSettings,
   resolveConfig, resolveUnitSetting, resourceVars, startUnitKey, statusKey, stopUnitKey, Systemctl, TemplateError, touchTrigger,
