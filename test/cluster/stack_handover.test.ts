@@ -11,6 +11,7 @@ import path from 'node:path';
 
 import { expect } from 'chai';
 
+import { TRIGGER_FILE } from '../../src/systemd/index.js';
 import { MarsTree } from '../../src/tree/index.js';
 import { eventually, MARSADM, type TestHost } from '../support/test_host.js';
 import { TestCluster } from '../support/test_cluster.js';
@@ -87,9 +88,10 @@ class FakeSystemd {
     this.loop = (async () => {
       while (!this.stopped) {
         // As in the trigger script, the trigger file is part of the fingerprint.
-        const now = `${await this.fingerprint()}|${this.touched()}`;
-        if (this.missing && this.touched() !== touched) this.missing = false;
-        touched = this.touched();
+        const touchedNow = this.touched();
+        const now = `${await this.fingerprint()}|${touchedNow}`;
+        if (touchedNow !== touched) this.missing = false;
+        touched = touchedNow;
         if (now !== seen) {
           seen = now;
           if (!this.missing) await this.run('systemd-trigger-extern', RES);
@@ -119,7 +121,7 @@ class FakeSystemd {
 
   private touched(): number {
     try {
-      return statSync(path.join(this.host.root, `resource-${RES}`, '.systemd-trigger')).mtimeMs;
+      return statSync(path.join(this.host.root, `resource-${RES}`, TRIGGER_FILE)).mtimeMs;
     } catch {
       return 0;
     }
