@@ -358,6 +358,9 @@ export class ResourceController {
       return;
     }
     if (!this.peers) return;
+    // The size comes with the primary's tree; until it is here there is nothing to sync
+    // to (a replica started with size 0 would never sync), and its arrival is a change.
+    if (want.sizeBytes <= 0) return;
     this.replica = this.newReplica(want);
     this.replica.kick(switches);
     this.replica.start();

@@ -831,6 +831,10 @@ export class Replica {
           (this.syncTarget ? `; consistent once replay passes ${positionValue(this.syncTarget)}` : ''));
         this.syncBuffers = null;
         this.setState({ syncing: false });
+        // Published: from now on the tree says synced, and the idle check above reads the
+        // daemon's copy instead of this host's tree every 30 s for as long as we run.
+        progress = null;
+        ahead = null;
       }
       this.updateConsistency();
     }
