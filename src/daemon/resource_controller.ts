@@ -81,6 +81,16 @@ export class ResourceController {
   /** A pass of our own is due (retryLater): the daemon's full pass comes only every 5 min. */
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly published = new Map<string, string>();
+  /**
+   * publish() runs one at a time (the one in progress, and at most one queued behind it):
+   * timers and device events call it outside the passes, and two interleaved runs let the
+   * older one's values land last: a stale log-end after stopServing's final one left a
+   * secondary waiting for bytes it believed the origin did not have (CI, stop 17).
+   */
+  private publishing: Promise<void> = Promise.resolve();
+  private publishQueued: Promise<void> | null = null;
+  /** Where our log ended when we stopped serving: log-end's value until we serve again. */
+  private finalLogEnd: string | null = null;
   /** Logging (primary) or fetching (secondary) stopped for lack of space. */
   private emergency = false;
   /** When we learnt we are no longer designated while the device was open (holdWhileOpen). */
@@ -556,11 +566,11 @@ export class ResourceController {
     this.leavingSince = null;
     if (serving.server) await rm(serving.devicePath, { force: true });
     else await serving.syncServer.close();
-    // The final log end, not the one the ticker published up to a second ago.
-    const endKey = actualKey(this.resource, this.tree.host, 'log-end');
+    // The final log end, not the one the ticker published up to a second ago; before the
+    // version link, so no peer sees the seal with an older end.
     const end = await historyEnd(serving.engine.logPath, (await stat(serving.engine.logPath)).size);
-    await this.tree.set(endKey, `${path.basename(serving.engine.logPath)},${end}`);
-    this.published.delete(endKey);
+    this.finalLogEnd = `${path.basename(serving.engine.logPath)},${end}`;
+    await this.publish();
     if (how.seal) await this.publishVersion(serving.engine.logPath);
     // Until the indicators say so, the handover waits: tell it now, not at the next pass.
     this.phase = { kind: 'attached' };
@@ -595,8 +605,23 @@ export class ResourceController {
     await this.tree.set(replayKey(this.resource, this.tree.host), `${path.basename(c.logPath)},${c.position},0`);
   }
 
-  /** Write the indicators that changed since the last time. */
-  private async publish(): Promise<void> {
+  /**
+   * Write the indicators that changed since the last time, after any publish in progress
+   * (see `publishing`). Calls made while one waits share it: its values are taken when it
+   * starts, so they are at least as new as every caller's state.
+   */
+  private publish(): Promise<void> {
+    if (this.publishQueued) return this.publishQueued;
+    const run = this.publishing.then(() => {
+      this.publishQueued = null;
+      return this.publishNow();
+    });
+    this.publishQueued = run;
+    this.publishing = run.catch(() => undefined);
+    return run;
+  }
+
+  private async publishNow(): Promise<void> {
     const host = this.tree.host, res = this.resource;
     const phase = this.phase;
     const replica = this.replica?.status();
@@ -613,6 +638,7 @@ export class ResourceController {
     };
     if (replica) values['fetch-pos'] = replica.fetchPos;
     if (this.serving) values['log-end'] = `${path.basename(this.serving.engine.logPath)},${this.serving.engine.logPosition}`;
+    else if (this.finalLogEnd) values['log-end'] = this.finalLogEnd;
     const restamp = this.failureUnpublished && phase.kind === 'failed' ? actualKey(res, host, 'replay-code') : null;
     this.failureUnpublished = false;
     for (const [name, value] of Object.entries(values)) {

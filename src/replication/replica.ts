@@ -213,10 +213,19 @@ export class Replica {
     if (!name) return null;
     const own = parseVersion(await this.value(versionKey(this.resource, name.seq, name.origin)));
     if (own && own.log === log) return own.offset;
-    const primary = await this.value(primaryKey(this.resource));
-    if (!primary || primary === name.origin || primary === '(none)') return null;
+    const primary = await this.designatedPrimary();
+    if (!primary || primary === name.origin) return null;
     const finished = parseVersion(await this.value(versionKey(this.resource, name.seq, primary)));
     return finished && finished.log === log ? finished.offset : null;
+  }
+
+  /**
+   * The host the tree designates primary, or null: none is (the key is unset, or '(none)'
+   * between a handover's leave and become phases).
+   */
+  private async designatedPrimary(): Promise<string | null> {
+    const primary = await this.value(primaryKey(this.resource));
+    return primary && primary !== '(none)' ? primary : null;
   }
 
   private async position(): Promise<LogPosition | null> {
@@ -231,7 +240,7 @@ export class Replica {
    * its history holds).
    */
   private async source(log: string, origin: string): Promise<PeerConnection | null> {
-    const primary = await this.value(primaryKey(this.resource));
+    const primary = await this.designatedPrimary();
     const lacking = this.lacking?.log === log ? this.lacking.conn : null;
     const usable = (conn: PeerConnection | null | undefined): conn is PeerConnection => !!conn && conn !== lacking;
     for (const host of [origin, primary]) {
@@ -315,14 +324,17 @@ export class Replica {
    * A long poll on `log` came back empty, and the origin's published log end (the tree's
    * `log-end`, updated within a second of a write) is not past our copy: the origin is
    * idle. Wait for the tree instead of polling again, which would cost both hosts a
-   * request per second per resource.
+   * request per second per resource. A seal past our copy always means more to fetch,
+   * whatever `log-end` says: `log-end` is only a hint, and one that arrived late or stale
+   * must not leave a handover's catch-up waiting for bytes nobody asks for.
    */
   private async caughtUpWithOrigin(log: string): Promise<boolean> {
     if (this.idleLog !== log) return false;
     const origin = parseLogName(log)!.origin;
     const end = parsePositionValue(await this.value(actualKey(this.resource, origin, 'log-end')));
+    const sealed = await this.sealedLength(log);
     const have = this.fetched.get(log) ?? 0;
-    if (end && end.log === log && end.offset <= have) return true;
+    if (end && end.log === log && end.offset <= have && (sealed === null || sealed <= have)) return true;
     this.idleLog = null;
     return false;
   }
@@ -697,7 +709,7 @@ export class Replica {
    */
   private async strandedIn(pos: LogPosition): Promise<string | null> {
     const name = parseLogName(pos.log)!;
-    const primary = await this.value(primaryKey(this.resource));
+    const primary = await this.designatedPrimary();
     if (name.origin === this.host || !primary || primary === this.host || primary === name.origin) return null;
     const end = parsePositionValue(await this.value(actualKey(this.resource, primary, 'log-end')));
     if (!end || end.log === pos.log || parseLogName(end.log)!.seq < name.seq) return null;
@@ -730,7 +742,7 @@ export class Replica {
    * need were deleted before we got them. Only a full sync helps.
    */
   private async detectOrphan(seq: number): Promise<void> {
-    const primary = await this.value(primaryKey(this.resource));
+    const primary = await this.designatedPrimary();
     if (!primary || primary === this.host || !this.opts.peers.link(primary)?.connection) return;
     const end = parsePositionValue(await this.value(actualKey(this.resource, primary, 'log-end')));
     const endSeq = end ? parseLogName(end.log)!.seq : 0;
@@ -802,7 +814,7 @@ export class Replica {
       // write (join-resource, invalidate) starts over from its value.
       if (progress && stored?.stamp !== progress.publishedStamp) progress = null;
       const done = progress?.done ?? Number(stored?.value ?? this.opts.sizeBytes);
-      const primary = await this.value(primaryKey(this.resource));
+      const primary = await this.designatedPrimary();
       const conn = primary && primary !== this.host ? this.opts.peers.link(primary)?.connection : null;
       if (done >= this.opts.sizeBytes || this.state.replayCode !== '0' || !conn || !this.mayFetch() || !(await this.switchOn('sync'))) {
         if (progress) await this.publishSync(syncKey, progress);
