@@ -107,7 +107,7 @@ async function idleCpu(lab: SshLab, seconds: number, profile: boolean): Promise<
   const nodes = pids.flat().filter((p) => commOf(p) === 'node');
   if (profile) profileWindow(nodes);
   const changes = await countChurn(HOSTS.map((h) => lab.host(h)));
-  await sleep(seconds * 1000);
+  await sleepWithTimeline(pids, seconds);
   verbose(`propagate-ssh: tree changes over ${seconds} s: ${changes.stop().join('; ')}`);
   if (profile) profileWindow(nodes);
   const now = await Promise.all(HOSTS.map((h) => lab.namespacePids(h)));
@@ -124,6 +124,26 @@ async function idleCpu(lab: SshLab, seconds: number, profile: boolean): Promise<
     }
     const top = parts.filter((p) => p.pct >= 0.05).sort((a, b) => b.pct - a.pct).slice(0, 6).map((p) => `${p.what} ${p.pct.toFixed(1)} %`).join(', ');
     return { percent: (100 * ticks) / TICKS_PER_SECOND / seconds, top };
+  });
+}
+
+/**
+ * Sleep `seconds`; with -v, print each host's daemon CPU per 10 s slice afterwards, which
+ * separates the steady idle cost from the 5-minute bursts (full pass, rescan, resyncs).
+ */
+async function sleepWithTimeline(pids: number[][], seconds: number): Promise<void> {
+  const daemons = pids.map((list) => list.filter((p) => / daemon /.test(commandLine(p))));
+  const slices: number[][] = HOSTS.map(() => []);
+  let last = daemons.map((d) => ticksOf(d));
+  for (let left = seconds; left > 0; left -= 10) {
+    await sleep(Math.min(10, left) * 1000);
+    const now = daemons.map((d) => ticksOf(d));
+    now.forEach((t, h) => slices[h]!.push([...t].reduce((sum, [pid, v]) => sum + v - (last[h]!.get(pid) ?? v), 0)));
+    last = now;
+  }
+  HOSTS.forEach((h, i) => {
+    const sorted = [...slices[i]!].sort((a, b) => a - b);
+    verbose(`propagate-ssh: ${h}'s daemon, ticks (10 ms) per 10 s: ${slices[i]!.join(' ')}; median ${percentile(sorted, 50)}`);
   });
 }
 
