@@ -5,7 +5,7 @@
  * partitioned host is refused with the way out; forced failover with the old primary cut
  * off, then reconnected: split brain reported, `invalidate` makes every disk identical.
  */
-import { closeSync, existsSync, openSync, truncateSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { expect } from 'chai';
@@ -44,10 +44,7 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
   before(async () => {
     cluster = await TestCluster.create(['alpha', 'beta', 'gamma']);
     [alpha, beta, gamma] = cluster.hosts as [TestHost, TestHost, TestHost];
-    for (const h of cluster.hosts) {
-      closeSync(openSync(disk(h), 'w'));
-      truncateSync(disk(h), SIZE);
-    }
+    cluster.makeDisks(SIZE);
     await alpha.ok('create-resource', RES, disk(alpha));
     for (const h of [beta, gamma]) {
       await eventually(`${h.name} to learn of ${RES}`, async () => (await get(h, 'size')) === String(SIZE));

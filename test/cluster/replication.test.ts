@@ -5,7 +5,7 @@
  * corrupted log copy is fetched again; a corrupted origin stops replay with DefectiveLog;
  * a join whose disk is almost a copy transfers only the changed blocks.
  */
-import { closeSync, copyFileSync, openSync, readFileSync, readSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 import { expect } from 'chai';
@@ -39,8 +39,7 @@ describe('cluster tier: replication over the pipe transport (3 hosts)', function
   before(async () => {
     cluster = await TestCluster.create(['alpha', 'beta', 'gamma']);
     [alpha, beta, gamma] = cluster.hosts as [TestHost, TestHost, TestHost];
-    for (const h of cluster.hosts) closeSync(openSync(disk(h), 'w'));
-    for (const h of cluster.hosts) truncateSync(disk(h), SIZE);
+    cluster.makeDisks(SIZE);
     await alpha.ok('create-resource', RES, disk(alpha));
     device = await NbdClient.connect(alpha.socket(RES), RES);
     await device.write(0, randomBytes(4 << 20, 1));

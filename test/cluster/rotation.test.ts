@@ -2,7 +2,7 @@
  * Cluster tier: log rotation along the version chain, cluster-wide deletion of replayed
  * logs (cron), and a secondary daemon killed with SIGKILL in the middle of a transfer.
  */
-import { closeSync, existsSync, openSync, truncateSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { expect } from 'chai';
@@ -33,10 +33,7 @@ describe('cluster tier: log rotation, cron, killed secondary (2 hosts)', functio
   before(async () => {
     cluster = await TestCluster.create(['alpha', 'beta']);
     [alpha, beta] = cluster.hosts as [TestHost, TestHost];
-    for (const h of cluster.hosts) {
-      closeSync(openSync(disk(h), 'w'));
-      truncateSync(disk(h), SIZE);
-    }
+    cluster.makeDisks(SIZE);
     await alpha.ok('create-resource', RES, disk(alpha));
     device = await NbdClient.connect(alpha.socket(RES), RES);
     await device.write(0, randomBytes(2 << 20, 11));

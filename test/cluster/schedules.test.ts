@@ -41,7 +41,7 @@
  * its seed, how to rerun it from the same cluster state, its steps, each host's
  * `view r1 --json`, the history links and the daemon logs.
  */
-import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, statSync, truncateSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { HistoryWorkload, readExport, WriteHistory } from '../support/history_workload.js';
@@ -501,10 +501,7 @@ describe('cluster tier: random schedules of handover, failover, cuts and kills (
     cuts.clear();
     cluster = await TestCluster.create(['alpha', 'beta', 'gamma']);
     hosts = cluster.hosts;
-    for (const h of hosts) {
-      closeSync(openSync(disk(h), 'w'));
-      truncateSync(disk(h), SIZE);
-    }
+    cluster.makeDisks(SIZE);
     const [alpha, ...rest] = hosts as [TestHost, ...TestHost[]];
     await alpha.ok('create-resource', RES, disk(alpha));
     for (const h of rest) {

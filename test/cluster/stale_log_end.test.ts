@@ -7,7 +7,6 @@
  * seen an empty long poll, took the hint as "the origin has nothing more" and slept. The
  * race itself is narrow; this test writes the stale hint on purpose, after the seal.
  */
-import { closeSync, openSync, truncateSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 import { expect } from 'chai';
@@ -31,10 +30,7 @@ describe('cluster tier: a stale log-end hint after a seal (2 hosts)', function (
   before(async () => {
     cluster = await TestCluster.create(['alpha', 'beta']);
     [alpha, beta] = cluster.hosts as [TestHost, TestHost];
-    for (const h of cluster.hosts) {
-      closeSync(openSync(disk(h), 'w'));
-      truncateSync(disk(h), SIZE);
-    }
+    cluster.makeDisks(SIZE);
     await alpha.ok('create-resource', RES, disk(alpha));
     await eventually('beta to learn of the resource', async () => (await get(beta, 'size')) === String(SIZE));
     await beta.ok('join-resource', RES, disk(beta));

@@ -3,7 +3,7 @@
  * daemons that reach each other over the pipe transport (docs/peer-protocol.md).
  */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { tempDir, type TempDir } from './tmp.js';
@@ -28,6 +28,14 @@ export class TestCluster {
     for (const h of rest) await h.ok('join-cluster', first!.name, ...h.pipeOptions);
     await Promise.all(cluster.hosts.map((h) => h.startDaemon()));
     return cluster;
+  }
+
+  /** A fresh sparse file of `bytes` as each host's disk, at h.tmp.file('disk'). */
+  makeDisks(bytes: number): void {
+    for (const h of this.hosts) {
+      closeSync(openSync(h.tmp.file('disk'), 'w'));
+      truncateSync(h.tmp.file('disk'), bytes);
+    }
   }
 
   host(name: string): TestHost {

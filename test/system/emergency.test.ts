@@ -7,7 +7,7 @@
  * `invalidate` makes the disks identical.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { expect } from 'chai';
@@ -70,10 +70,7 @@ describe('system tier: emergency mode on a filling /mars', function () {
       mounted.push(h.root);
     });
     [alpha, beta] = cluster.hosts as [TestHost, TestHost];
-    for (const h of cluster.hosts) {
-      closeSync(openSync(disk(h), 'w'));
-      truncateSync(disk(h), SIZE);
-    }
+    cluster.makeDisks(SIZE);
     await alpha.ok('set-link', 'userspace/emergency-free', THRESHOLDS);
     await alpha.ok('create-resource', RES, disk(alpha));
     await eventually('beta to learn of r1', async () => (await get(beta, res('size'))) === String(SIZE));
