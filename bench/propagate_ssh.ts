@@ -127,24 +127,35 @@ async function idleCpu(lab: SshLab, seconds: number, profile: boolean): Promise<
   });
 }
 
+/** What a process in a host's namespace is, for the timeline. */
+function kindOf(pid: number): 'daemon' | 'peer-serves' | 'others' {
+  const cmd = commandLine(pid);
+  return /peer-serve/.test(cmd) ? 'peer-serves' : / daemon /.test(cmd) ? 'daemon' : 'others';
+}
+
 /**
- * Sleep `seconds`; with -v, print each host's daemon CPU per 10 s slice afterwards, which
- * separates the steady idle cost from the 5-minute bursts (full pass, rescan, resyncs).
+ * Sleep `seconds`; with -v, print each host's CPU per 10 s slice afterwards (its daemon,
+ * its peer-serves together, everything else: sshd), which separates the steady idle cost
+ * from the 5-minute bursts (full pass, rescan, resyncs).
  */
 async function sleepWithTimeline(pids: number[][], seconds: number): Promise<void> {
-  const daemons = pids.map((list) => list.filter((p) => / daemon /.test(commandLine(p))));
-  const slices: number[][] = HOSTS.map(() => []);
-  let last = daemons.map((d) => ticksOf(d));
+  const kinds = ['daemon', 'peer-serves', 'others'] as const;
+  const groups = pids.map((list) => kinds.map((k) => list.filter((p) => kindOf(p) === k)));
+  const slices: number[][][] = HOSTS.map(() => kinds.map(() => []));
+  let last = groups.map((g) => g.map((d) => ticksOf(d)));
   for (let left = seconds; left > 0; left -= 10) {
     await sleep(Math.min(10, left) * 1000);
-    const now = daemons.map((d) => ticksOf(d));
-    now.forEach((t, h) => slices[h]!.push([...t].reduce((sum, [pid, v]) => sum + v - (last[h]!.get(pid) ?? v), 0)));
+    const now = groups.map((g) => g.map((d) => ticksOf(d)));
+    now.forEach((g, h) => g.forEach((t, k) => {
+      slices[h]![k]!.push([...t].reduce((sum, [pid, v]) => sum + v - (last[h]![k]!.get(pid) ?? v), 0));
+    }));
     last = now;
   }
-  HOSTS.forEach((h, i) => {
-    const sorted = [...slices[i]!].sort((a, b) => a - b);
-    verbose(`propagate-ssh: ${h}'s daemon, ticks (10 ms) per 10 s: ${slices[i]!.join(' ')}; median ${percentile(sorted, 50)}`);
-  });
+  HOSTS.forEach((h, i) => kinds.forEach((k, j) => {
+    const s = slices[i]![j]!;
+    const sorted = [...s].sort((a, b) => a - b);
+    verbose(`propagate-ssh: ${h}'s ${k}, ticks (10 ms) per 10 s: ${s.join(' ')}; median ${percentile(sorted, 50)}`);
+  }));
 }
 
 function names(): string[] {
