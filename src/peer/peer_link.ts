@@ -30,6 +30,11 @@ export type KnownEntry = (key: string) => { value: string | null; stamp: number 
 
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 10_000;
+/**
+ * Of the periodic resyncs (every 5 minutes), every 12th (hourly) asks for the whole tree;
+ * the others only for rows the connection was not sent (TREE_SUBSCRIBE `unsent`).
+ */
+const FULL_RESYNC_EVERY = 12;
 
 export class PeerLink {
   private conn: PeerConnection | null = null;
@@ -39,6 +44,8 @@ export class PeerLink {
   private resyncTimer: NodeJS.Timeout | null = null;
   /** Highest stamp received from this peer: where a reconnect resumes. */
   private since = 0;
+  /** Periodic resyncs so far (FULL_RESYNC_EVERY). */
+  private resyncs = 0;
   private mergeChain: Promise<void> = Promise.resolve();
   private waiters: (() => void)[] = [];
   private lastError = '';
@@ -94,11 +101,16 @@ export class PeerLink {
     });
   }
 
-  /** Ask for the whole tree again (update-cluster, the periodic safety net). */
+  /**
+   * The periodic safety net: ask for every row the peer's tree holds that this connection
+   * was not sent as it is (a change its watcher missed). Every FULL_RESYNC_EVERY-th time
+   * the whole tree comes again, which also restores what our own tree lost meanwhile.
+   */
   async resync(): Promise<void> {
     const conn = this.connection;
     if (!conn) return;
-    await this.subscribe(conn, 0).catch((e: Error) => this.opts.log(`peer ${this.host}: resync failed: ${e.message}`));
+    const full = ++this.resyncs % FULL_RESYNC_EVERY === 0;
+    await this.subscribe(conn, 0, !full).catch((e: Error) => this.opts.log(`peer ${this.host}: resync failed: ${e.message}`));
   }
 
   /** Entries merged so far are in the tree once this resolves. */
@@ -164,8 +176,8 @@ export class PeerLink {
     if (cluster !== uuid) throw new Error(`${this.host} belongs to cluster ${String(cluster)}, not ${uuid}`);
   }
 
-  private async subscribe(conn: PeerConnection, since: number): Promise<void> {
-    const frames = await conn.request(MessageType.TREE_SUBSCRIBE, { since });
+  private async subscribe(conn: PeerConnection, since: number, unsent = false): Promise<void> {
+    const frames = await conn.request(MessageType.TREE_SUBSCRIBE, unsent ? { since, unsent } : { since });
     for (const f of frames) this.onMessage(f);
     await this.mergeChain;
   }

@@ -206,6 +206,74 @@ describe('peer protocol', () => {
       for (const k of keys) await tree.delete(k);
     });
 
+    it('answers a resync with `unsent` with only the rows the connection was not sent', async () => {
+      const [a, b] = pair();
+      const server = new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) });
+      const served = server.serve(b);
+      const pushed: string[] = [];
+      const client = new PeerConnection(a, {
+        peer: 'beta', log: (l) => logs.push(l),
+        onMessage: (f) => { for (const [key] of f.json['entries'] as TreeRow[]) pushed.push(key); },
+      });
+      const keysOf = async (json: Record<string, unknown>): Promise<string[]> =>
+        (await client.request(MessageType.TREE_SUBSCRIBE, json)).flatMap((f) => (f.json['entries'] as TreeRow[]).map(([key]) => key));
+      try {
+        await hello(client);
+        const all = await keysOf({ since: 0 });
+        expect(all).to.include('resource-r1/size');
+        expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([]);
+        // A change the watcher delivers counts as sent.
+        await tree.set(userspaceKey('seen', 'r1'), '1');
+        await eventually('the change to be pushed', () => pushed.includes(userspaceKey('seen', 'r1')), 5000);
+        expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([]);
+        // One it misses (its watcher stopped here) comes with the next resync, and only it.
+        (server as unknown as { watcher: { close(): void } }).watcher.close();
+        await tree.set(userspaceKey('missed', 'r1'), '1');
+        expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([userspaceKey('missed', 'r1')]);
+        expect(pushed).to.not.include(userspaceKey('missed', 'r1'));
+        // Without `unsent` the whole tree comes, as before.
+        expect((await keysOf({ since: 0 })).length).to.equal(all.length + 2);
+      } finally {
+        client.close();
+        await served;
+        await tree.delete(userspaceKey('seen', 'r1'));
+        await tree.delete(userspaceKey('missed', 'r1'));
+      }
+    });
+
+    it('a link\'s periodic resync asks for unsent rows, and every 12th time for the whole tree', async () => {
+      const local = await MarsTree.open({ root: tmp.file('gamma-mars'), host: 'gamma', create: true, requireCluster: false });
+      await local.set(UUID_KEY, uuid);
+      await tree.set(ipKey('gamma'), '-');
+      const asked: Record<string, unknown>[] = [];
+      const link = new PeerLink({
+        tree: local,
+        peer: { host: 'beta', address: '-' },
+        resyncIntervalMs: 20,
+        factory: async () => {
+          const [a, b] = pair();
+          const decoder = new FrameDecoder();
+          a.output.on('data', (chunk: Buffer) => {
+            for (const f of decoder.push(chunk)) if (f.type === MessageType.TREE_SUBSCRIBE) asked.push(f.json);
+          });
+          void new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) }).serve(b);
+          return a;
+        },
+        log: (l) => logs.push(l),
+      });
+      link.start();
+      try {
+        expect(await link.waitConnected(5000)).to.equal(true);
+        await eventually('13 subscriptions', () => asked.length >= 13, 10_000);
+        expect(asked[0]).to.deep.equal({ since: 0 });                 // the first connect
+        expect(asked.slice(1, 12).every((j) => j['unsent'] === true && j['since'] === 0)).to.equal(true);
+        expect(asked[12]).to.deep.equal({ since: 0 });                // the 12th resync
+      } finally {
+        link.stop();
+        await tree.delete(ipKey('gamma'));
+      }
+    });
+
     it('a link merges only rows that can win against what the local tree holds', async () => {
       // The periodic resync sends the whole tree; rows the daemon already holds (same or
       // older stamp) are not merged again. Here `known` claims one key at a newer stamp
