@@ -64,9 +64,9 @@ export async function runNbdWrite(): Promise<void> {
     const scratch = path.join(host.dir, 'warm.tmp');
     const big = Array.from({ length: 8 }, () => randomFillSync(Buffer.alloc(1 << 20)));
     const seqCount = SEQ_BYTES >> 20;
-    // A first round warms both sides up (the daemon's JIT and its buffers: its first
-    // 512 MiB ran 20-27 % slower than the next); the second, into the other half of the
-    // device, so that neither side overwrites pages it already has cached, is measured.
+    // A first round warms both sides up (the daemon's JIT and buffers: its first 512 MiB
+    // went 20-25 % slower than its second, two runs); the second, into the other half of
+    // the device, so that neither side overwrites pages it already has cached, is measured.
     const seqAt = (round: number) => (i: number) => round * SEQ_BYTES + (i << 20);
     await pattern(file, seqCount, seqAt(0), big, scratch);
     await pattern(nbd, seqCount, seqAt(0), big, scratch);

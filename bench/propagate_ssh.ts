@@ -118,8 +118,8 @@ async function idleCpu(lab: SshLab, seconds: number, profile: boolean): Promise<
     for (const [pid, t] of after) {
       const used = t - (before[h]!.get(pid) ?? 0); // a process that came meanwhile counts from 0
       ticks += used;
-      const cmd = commandLine(pid);
-      const what = /peer-serve/.test(cmd) ? 'peer-serve' : / daemon /.test(cmd) ? 'daemon' : commOf(pid);
+      const kind = kindOf(pid);
+      const what = kind === 'others' ? commOf(pid) : kind === 'daemon' ? 'daemon' : 'peer-serve';
       parts.push({ what: `${what}(${pid})`, pct: (100 * used) / TICKS_PER_SECOND / seconds });
     }
     const top = parts.filter((p) => p.pct >= 0.05).sort((a, b) => b.pct - a.pct).slice(0, 6).map((p) => `${p.what} ${p.pct.toFixed(1)} %`).join(', ');

@@ -25,7 +25,7 @@ describe('cluster tier: handover, failover and split brain (3 hosts)', function 
   let cluster: TestCluster;
   let alpha: TestHost, beta: TestHost, gamma: TestHost;
 
-  const get = async (h: TestHost, key: string) => (await h.marsadm('get-link', `resource-${RES}/${key}`)).out.trim();
+  const get = (h: TestHost, key: string) => h.getLink(`resource-${RES}/${key}`);
   const disk = (h: TestHost) => h.tmp.file('disk');
   const isPrimary = async (h: TestHost) => (await get(h, `actual-${h.name}/is-primary`)) === '1';
 

@@ -25,7 +25,7 @@ describe('cluster tier: replication over the pipe transport (3 hosts)', function
   let alpha: TestHost, beta: TestHost, gamma: TestHost;
   let device: NbdClient;
 
-  const get = async (h: TestHost, leaf: string) => (await h.marsadm('get-link', `resource-${RES}/${leaf}`)).out.trim();
+  const get = (h: TestHost, leaf: string) => h.getLink(`resource-${RES}/${leaf}`);
   const disk = (h: TestHost) => h.tmp.file('disk');
   const logFile = (h: TestHost) => path.join(h.root, `resource-${RES}`, 'log-000000001-alpha');
   /** The primary's logical device, read through its export. */

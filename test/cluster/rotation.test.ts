@@ -20,7 +20,7 @@ describe('cluster tier: log rotation, cron, killed secondary (2 hosts)', functio
   let cluster: TestCluster;
   let alpha: TestHost, beta: TestHost;
   let device: NbdClient;
-  const get = async (h: TestHost, leaf: string) => (await h.marsadm('get-link', `resource-${RES}/${leaf}`)).out.trim();
+  const get = (h: TestHost, leaf: string) => h.getLink(`resource-${RES}/${leaf}`);
   const disk = (h: TestHost) => h.tmp.file('disk');
   const log = (h: TestHost, seq: number) => path.join(h.root, `resource-${RES}`, `log-${String(seq).padStart(9, '0')}-alpha`);
   const inSync = async () => {

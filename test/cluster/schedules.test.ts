@@ -103,7 +103,7 @@ describe('cluster tier: random schedules of handover, failover, cuts and kills (
   let dirty = false;
   const timings: { seed: number; ms: number }[] = [];
 
-  const get = async (h: TestHost, key: string) => (await h.marsadm('get-link', `resource-${RES}/${key}`)).out.trim();
+  const get = (h: TestHost, key: string) => h.getLink(`resource-${RES}/${key}`);
   const disk = (h: TestHost) => h.tmp.file('disk');
   const designatedIn = (h: TestHost) => get(h, 'primary');
   const servingIn = async (h: TestHost) => (await get(h, `actual-${h.name}/is-primary`)) === '1';

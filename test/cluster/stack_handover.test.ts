@@ -134,7 +134,7 @@ describe('cluster tier: a handover moves the service stack (systemd stand-in)', 
   let alpha: TestHost, beta: TestHost;
   let fakes: Map<TestHost, FakeSystemd>;
 
-  const get = async (h: TestHost, key: string) => (await h.marsadm('get-link', `resource-${RES}/${key}`)).out.trim();
+  const get = (h: TestHost, key: string) => h.getLink(`resource-${RES}/${key}`);
   const status = (h: TestHost, of: TestHost) => get(h, `actual-${of.name}/systemd-status`);
 
   before(async () => {

@@ -24,7 +24,7 @@ describe('cluster tier: a stale log-end hint after a seal (2 hosts)', function (
   this.timeout(120_000);
   let cluster: TestCluster;
   let alpha: TestHost, beta: TestHost;
-  const get = async (h: TestHost, leaf: string) => (await h.marsadm('get-link', `resource-${RES}/${leaf}`)).out.trim();
+  const get = (h: TestHost, leaf: string) => h.getLink(`resource-${RES}/${leaf}`);
   const disk = (h: TestHost) => h.tmp.file('disk');
 
   before(async () => {

@@ -62,6 +62,11 @@ export class TestHost {
     return r.out;
   }
 
+  /** `marsadm get-link <key>`'s value, '' when the key does not exist (polled by tests). */
+  async getLink(key: string): Promise<string> {
+    return (await this.marsadm('get-link', key)).out.trim();
+  }
+
   socket(res: string): string {
     return path.join(this.runDir, `${res}.nbd`);
   }

@@ -30,7 +30,7 @@ describe('system tier: emergency mode on a filling /mars', function () {
   let alpha: TestHost, beta: TestHost;
   const mounted: string[] = [];
 
-  const get = async (h: TestHost, key: string) => (await h.marsadm('get-link', key)).out.trim();
+  const get = (h: TestHost, key: string) => h.getLink(key);
   const res = (leaf: string) => `resource-${RES}/${leaf}`;
   const disk = (h: TestHost) => h.tmp.file('disk');
   const filler = (h: TestHost) => path.join(h.root, 'filler');
