@@ -11,6 +11,10 @@
  *
  * Names starting with '.' (temp links, .lock, .lamport) are skipped; so are regular files
  * (logs). Keys are paths relative to the root. Validating keys is the caller's job.
+ *
+ * statTreeDirs() is the cheap half of a rescan: one fstatat per known directory, so the
+ * watcher re-reads only directories whose version (inode, mtime, ctime) moved. Every tree
+ * write renames into its directory, which moves that directory's mtime and ctime.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -161,6 +165,80 @@ private:
 	std::vector<Link> links_;
 };
 
+// "ino:mtime_ns:ctime_ns", the same text TreeWatcher builds from a BigIntStats.
+std::string dir_version(const struct stat &st)
+{
+	auto ns = [](const struct timespec &t) {
+		return std::to_string(static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec);
+	};
+	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + ns(st.st_mtim) + ":" + ns(st.st_ctim);
+}
+
+class DirStatWorker : public PromiseWorker {
+public:
+	DirStatWorker(Napi::Env env, std::string root, std::vector<std::string> keys)
+		: PromiseWorker(env), root_(std::move(root)), keys_(std::move(keys))
+	{
+	}
+
+	void Execute() override
+	{
+		int rootfd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (rootfd < 0)
+			return Fail(sys_message("open " + root_, errno), errno);
+		versions_.resize(keys_.size());
+		found_.assign(keys_.size(), false);
+		for (size_t i = 0; i < keys_.size(); i++) {
+			struct stat st;
+			const char *rel = keys_[i].empty() ? "." : keys_[i].c_str();
+			if (fstatat(rootfd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+				continue;	// gone or replaced: the caller re-checks the key
+			versions_[i] = dir_version(st);
+			found_[i] = true;
+		}
+		close(rootfd);
+	}
+
+	Napi::Value Result(Napi::Env env) override
+	{
+		Napi::Array out = Napi::Array::New(env, keys_.size());
+		for (size_t i = 0; i < keys_.size(); i++)
+			out[i] = found_[i] ? Napi::Value(Napi::String::New(env, versions_[i])) : env.Null();
+		return out;
+	}
+
+private:
+	std::string root_;
+	std::vector<std::string> keys_;
+	std::vector<std::string> versions_;
+	std::vector<bool> found_;
+};
+
+// statTreeDirs(root, keys) -> Promise<(string | null)[]>: each directory's version, null
+// where the key is missing or not a directory. Keys are relative to root ('' is the root).
+Napi::Value StatTreeDirs(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	std::string root;
+	if (!arg_string(info, 0, "root", &root))
+		return env.Undefined();
+	if (info.Length() < 2 || !info[1].IsArray())
+		return throw_error(env, "keys must be an array of strings", "EPHOBOS_ARG");
+	Napi::Array list = info[1].As<Napi::Array>();
+	std::vector<std::string> keys;
+	keys.reserve(list.Length());
+	for (uint32_t i = 0; i < list.Length(); i++) {
+		Napi::Value v = list[i];
+		if (!v.IsString())
+			return throw_error(env, "keys must be an array of strings", "EPHOBOS_ARG");
+		std::string key = v.As<Napi::String>().Utf8Value();
+		if (key.find("..") != std::string::npos || (!key.empty() && key[0] == '/'))
+			return throw_error(env, "a key must be a relative path inside the tree", "EPHOBOS_ARG");
+		keys.push_back(std::move(key));
+	}
+	return (new DirStatWorker(env, root, std::move(keys)))->Start();
+}
+
 // readTreeLinks(root, subdir = '', stamps = true) -> Promise<{ keys, values, stamps }>
 // With stamps = false every stamp is 0 and each link costs one readlinkat.
 Napi::Value ReadTreeLinks(const Napi::CallbackInfo &info)
@@ -182,6 +260,7 @@ Napi::Value ReadTreeLinks(const Napi::CallbackInfo &info)
 void register_tree_walk(Napi::Env env, Napi::Object exports)
 {
 	exports.Set("readTreeLinks", Napi::Function::New(env, ReadTreeLinks));
+	exports.Set("statTreeDirs", Napi::Function::New(env, StatTreeDirs));
 }
 
 }  // namespace phobos

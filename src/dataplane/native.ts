@@ -103,6 +103,11 @@ export interface NativeAddon {
   LogWriter: new (path: string, codec: number) => NativeLogWriter;
   /** Every link under root/subdir: keys relative to root, values, stamps (µs; 0 when stamps is false). */
   readTreeLinks(root: string, subdir?: string, stamps?: boolean): Promise<{ keys: string[]; values: string[]; stamps: Float64Array }>;
+  /**
+   * Each directory's version, `ino:mtimeNs:ctimeNs` (as TreeWatcher spells a BigIntStats),
+   * or null where the key is missing or no directory. Keys are relative to root.
+   */
+  statTreeDirs(root: string, keys: string[]): Promise<(string | null)[]>;
   /** pwrite each buffer at its offset, in order, in one worker job. */
   writeBatch(fd: number, offsets: Float64Array, buffers: Uint8Array[]): Promise<void>;
   /** Size of a block device or file, bytes. */

@@ -3,7 +3,9 @@
  * directory (Node 20's recursive mode on Linux emits one event per directory entry); an
  * event only names a path, which is re-read (lstat + readlink) and diffed against the
  * last known state, so the three inotify events of a tmp + rename become one change and
- * a change seen twice is reported once. A periodic full rescan covers inotify overflow.
+ * a change seen twice is reported once. A periodic rescan covers inotify overflow: it
+ * stats every directory and re-reads only those whose version moved (every tree write
+ * renames into its directory); every FULL_RESCAN_EVERY-th one re-reads every link.
  * See docs/tree.md "Watching".
  *
  * @example
@@ -22,6 +24,21 @@ import type { TreeChange, TreeEntry, TreeWatcherOptions } from './types.js';
 
 /** Default interval of the safety-net rescan, ms. */
 export const DEFAULT_RESCAN_MS = 5000;
+
+/**
+ * Every this many periodic rescans, one reads every link instead of only the directories
+ * whose version moved: that also finds a link changed in place (`touch -h`), which moves
+ * no directory. Hourly in the daemon (5-minute rescans).
+ */
+export const FULL_RESCAN_EVERY = 12;
+
+/**
+ * A directory's version is trusted only once its ctime is this much older than the listing:
+ * a change in the same timestamp granule (a jiffy on ext4 and tmpfs, a second on ext4 with
+ * 128-byte inodes) as the version we recorded would not move it. Until then the directory
+ * is re-read at every rescan.
+ */
+const DIR_SETTLE_MS = 2000;
 
 /**
  * The kernel drops inotify events once a watcher's queue holds max_queued_events (16384
@@ -49,6 +66,11 @@ function parentKey(key: string): string {
   return slash < 0 ? '' : key.slice(0, slash);
 }
 
+/** `ino:mtimeNs:ctimeNs`, as addon/tree_walk.cc's statTreeDirs spells it. */
+function dirVersion(st: BigIntStats): string {
+  return `${st.ino}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
 /** What the watcher remembers of a link: the entry and the inode version it came from. */
 interface Known {
   readonly entry: TreeEntry;
@@ -67,20 +89,32 @@ export class TreeWatcher {
   readonly #links = new Map<string, Known>();
   /** Watched directories by key ('' is the root). */
   readonly #dirs = new Map<string, FSWatcher>();
+  /**
+   * Every directory listed so far, with its version at that listing; null when it must be
+   * listed again at the next rescan (changed too recently to trust, or not watched).
+   */
+  readonly #listed = new Map<string, string | null>();
+  /** Known links and listed directories by the directory that holds them. */
+  readonly #children = new Map<string, Set<string>>();
   /** Paths (keys) named by events since the last drain. */
   #pending = new Set<string>();
   /** Per-key chain, so two reads of one path never race each other. */
   readonly #inflight = new Map<string, Promise<void>>();
   #draining: Promise<void> | null = null;
   #timer: NodeJS.Timeout | null = null;
-  #rescanning = false;
+  #timerRescans = 0;
+  /** The rescan running now, if any. */
+  #rescanning: Promise<void> | null = null;
   #closed = false;
   /** Events in the current burst window, and when it began (see BURST_EVENTS). */
   #burstEvents = 0;
   #burstSince = 0;
   #burstRescan: NodeJS.Timeout | null = null;
-  /** Emitted changes, completed rescans, and rescans after a burst, for diagnostics. */
-  readonly stats = { changes: 0, rescans: 0, burstRescans: 0 };
+  /**
+   * Emitted changes, completed rescans (of them full ones), rescans after a burst, and the
+   * directories rescans re-read, for diagnostics.
+   */
+  readonly stats = { changes: 0, rescans: 0, fullRescans: 0, burstRescans: 0, rescannedDirs: 0 };
 
   private constructor(options: TreeWatcherOptions) {
     this.root = path.resolve(options.root);
@@ -93,9 +127,9 @@ export class TreeWatcher {
   /** Watch the tree; resolves after the initial scan (which emits nothing). */
   static async start(options: TreeWatcherOptions): Promise<TreeWatcher> {
     const watcher = new TreeWatcher(options);
-    await watcher.#check('', false);
+    await watcher.#check('', false, false);
     if (watcher.rescanMs > 0) {
-      watcher.#timer = setInterval(() => void watcher.rescan(), watcher.rescanMs);
+      watcher.#timer = setInterval(() => watcher.#periodicRescan(), watcher.rescanMs);
       watcher.#timer.unref();
     }
     return watcher;
@@ -107,38 +141,63 @@ export class TreeWatcher {
   }
 
   /**
-   * Re-read the whole tree now; emits only real differences. One native walk reads every
-   * link (addon/tree_walk.cc); only the paths that differ from what we know go through the
-   * per-path check: an idle daemon with 1000 resources (~30k links) must not pay three
-   * syscalls and a promise per link every few seconds.
+   * Bring what the watcher knows up to date with the disk now; emits only real differences.
+   * Starts after any rescan still running, so what it finds is at least as new as the call.
+   *
+   * By default one native call stats every listed directory (addon/tree_walk.cc) and only
+   * directories whose version moved are listed again, their links checked; an idle daemon
+   * with 1000 resources (~35k links in ~3000 directories) pays ~3000 syscalls, not ~70k.
+   * `full` reads every link in one native walk instead, and re-checks the paths whose value
+   * or stamp differ: it also finds a link changed without a rename.
    */
-  async rescan(): Promise<void> {
-    if (this.#rescanning || this.#closed) return;
-    this.#rescanning = true;
+  async rescan(options: { full?: boolean } = {}): Promise<void> {
+    while (this.#rescanning) await this.#rescanning.catch(() => undefined);
+    if (this.#closed) return;
+    const run = options.full ? this.#rescanLinks() : this.#rescanDirs();
+    this.#rescanning = run;
     try {
-      const { keys, values, stamps } = await native.readTreeLinks(this.root, '', true);
-      const recheck = new Set<string>();
-      const listed = new Set<string>();
-      const dirsWithLinks = new Set<string>(['']);
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i]!;
-        const known = this.#links.get(key);
-        if (!known && !isValidKey(key)) continue;
-        listed.add(key);
-        for (let dir = parentKey(key); dir !== '' && !dirsWithLinks.has(dir); dir = parentKey(dir)) {
-          dirsWithLinks.add(dir);
-          if (!this.#dirs.has(dir)) recheck.add(dir); // a directory inotify never told us of
-        }
-        const now = toEntry(key, { value: values[i]!, stamp: stamps[i]! });
-        if (!known || known.entry.value !== now.value || known.entry.stamp !== now.stamp) recheck.add(key);
-      }
-      for (const key of this.#links.keys()) if (!listed.has(key)) recheck.add(key);
-      for (const dir of this.#dirs.keys()) if (!dirsWithLinks.has(dir)) recheck.add(dir);
-      await Promise.all([...recheck].map((key) => this.#serial(key, true)));
+      await run;
       this.stats.rescans++;
+      if (options.full) this.stats.fullRescans++;
     } finally {
-      this.#rescanning = false;
+      if (this.#rescanning === run) this.#rescanning = null;
     }
+  }
+
+  #periodicRescan(): void {
+    if (this.#rescanning || this.#closed) return;
+    const full = ++this.#timerRescans % FULL_RESCAN_EVERY === 0;
+    this.rescan({ full }).catch((e: Error) => this.#onError(e));
+  }
+
+  async #rescanDirs(): Promise<void> {
+    const dirs = [...this.#listed.keys()];
+    const versions = await native.statTreeDirs(this.root, dirs);
+    const moved = dirs.filter((dir, i) => versions[i] === null || versions[i] !== this.#listed.get(dir));
+    this.stats.rescannedDirs += moved.length;
+    await Promise.all(moved.map((dir) => this.#serial(dir, true, true)));
+  }
+
+  async #rescanLinks(): Promise<void> {
+    const { keys, values, stamps } = await native.readTreeLinks(this.root, '', true);
+    const recheck = new Set<string>();
+    const listed = new Set<string>();
+    const dirsWithLinks = new Set<string>(['']);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const known = this.#links.get(key);
+      if (!known && !isValidKey(key)) continue;
+      listed.add(key);
+      for (let dir = parentKey(key); dir !== '' && !dirsWithLinks.has(dir); dir = parentKey(dir)) {
+        dirsWithLinks.add(dir);
+        if (!this.#dirs.has(dir)) recheck.add(dir); // a directory inotify never told us of
+      }
+      const now = toEntry(key, { value: values[i]!, stamp: stamps[i]! });
+      if (!known || known.entry.value !== now.value || known.entry.stamp !== now.stamp) recheck.add(key);
+    }
+    for (const key of this.#links.keys()) if (!listed.has(key)) recheck.add(key);
+    for (const dir of this.#dirs.keys()) if (!dirsWithLinks.has(dir)) recheck.add(dir);
+    await Promise.all([...recheck].map((key) => this.#serial(key, true, false)));
   }
 
   /** Resolves once every event received so far has been processed. */
@@ -157,6 +216,8 @@ export class TreeWatcher {
     if (this.#burstRescan) clearTimeout(this.#burstRescan);
     for (const w of this.#dirs.values()) w.close();
     this.#dirs.clear();
+    this.#listed.clear();
+    this.#children.clear();
     this.#pending.clear();
   }
 
@@ -231,14 +292,14 @@ export class TreeWatcher {
     while (this.#pending.size > 0 && !this.#closed) {
       const batch = this.#pending;
       this.#pending = new Set();
-      await Promise.all([...batch].map((key) => this.#serial(key, true)));
+      await Promise.all([...batch].map((key) => this.#serial(key, true, false)));
     }
   }
 
   /** Check one path, after any check of the same path still running. */
-  #serial(key: string, emit: boolean): Promise<void> {
+  #serial(key: string, emit: boolean, shallow: boolean): Promise<void> {
     const previous = this.#inflight.get(key) ?? Promise.resolve();
-    const next = previous.then(() => this.#check(key, emit)).catch((e: unknown) => {
+    const next = previous.then(() => this.#check(key, emit, shallow)).catch((e: unknown) => {
       this.#onError(e instanceof Error ? e : new Error(String(e)));
     });
     this.#inflight.set(key, next);
@@ -248,8 +309,12 @@ export class TreeWatcher {
     return next;
   }
 
-  /** Compare what is at `key` now with what we knew; emit the difference. */
-  async #check(key: string, emit: boolean): Promise<void> {
+  /**
+   * Compare what is at `key` now with what we knew; emit the difference. A directory is
+   * listed and its entries checked; `shallow` skips subdirectories listed before (a
+   * rescan checks those by their own version).
+   */
+  async #check(key: string, emit: boolean, shallow: boolean): Promise<void> {
     if (this.#closed) return;
     const file = key ? path.join(this.root, key) : this.root;
     let st: BigIntStats | null;
@@ -260,22 +325,23 @@ export class TreeWatcher {
       st = null;
     }
     if (st?.isDirectory()) {
-      await this.#scanDir(key, emit);
+      await this.#scanDir(key, emit, st, shallow);
       return;
     }
-    if (this.#dirs.has(key) && key !== '') this.#removeDir(key, emit);
+    if ((this.#listed.has(key) || this.#dirs.has(key)) && key !== '') this.#removeDir(key, emit);
     const known = this.#links.get(key);
     if (st?.isSymbolicLink()) {
       if (known && known.ino === st.ino && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs) return;
       if (!known && !isValidKey(key)) return;
       const found = await readOnDisk(file);
-      if (found.kind !== 'link') return this.#check(key, emit);
+      if (found.kind !== 'link') return this.#check(key, emit, shallow);
       const after = await fsp.lstat(file, { bigint: true }).catch(() => null);
       const entry = toEntry(key, found);
       const current = this.#links.get(key);
       this.#links.set(key, {
         entry, ino: after?.ino ?? 0n, mtimeNs: after?.mtimeNs ?? 0n, ctimeNs: after?.ctimeNs ?? 0n,
       });
+      if (!current) this.#childrenOf(parentKey(key)).add(key);
       if (current && current.entry.value === entry.value && current.entry.stamp === entry.stamp) return;
       if (emit) this.#emit({ kind: 'set', key, value: entry.value, stamp: entry.stamp, previous: current?.entry ?? null });
       return;
@@ -284,13 +350,22 @@ export class TreeWatcher {
     if (st?.isFile() && !known && emit) this.#onFile(key);
     if (known) {
       this.#links.delete(key);
+      this.#children.get(parentKey(key))?.delete(key);
       if (emit) this.#emit({ kind: 'removed', key, previous: known.entry });
     }
   }
 
-  async #scanDir(dirKey: string, emit: boolean): Promise<void> {
-    const isNew = !this.#dirs.has(dirKey);
+  #childrenOf(dirKey: string): Set<string> {
+    let set = this.#children.get(dirKey);
+    if (!set) this.#children.set(dirKey, (set = new Set()));
+    return set;
+  }
+
+  async #scanDir(dirKey: string, emit: boolean, st: BigIntStats, shallow: boolean): Promise<void> {
+    const isNew = !this.#listed.has(dirKey);
+    const statAt = Date.now(); // just after the lstat that gave `st`
     this.#watchDir(dirKey); // watch first, then list: nothing slips between
+    const version = dirVersion(st); // taken before the listing: a later change moves it
     const dir = dirKey ? path.join(this.root, dirKey) : this.root;
     let names: string[];
     try {
@@ -302,30 +377,42 @@ export class TreeWatcher {
       }
       throw e;
     }
-    const listed = new Set<string>();
+    if (isNew) {
+      this.#listed.set(dirKey, null);
+      if (dirKey !== '') this.#childrenOf(parentKey(dirKey)).add(dirKey);
+    }
+    const check = new Set<string>();
     for (const name of names) {
-      if (!isHiddenName(name)) listed.add(dirKey ? `${dirKey}/${name}` : name);
+      if (isHiddenName(name)) continue;
+      const key = dirKey ? `${dirKey}/${name}` : name;
+      if (!(shallow && this.#listed.has(key))) check.add(key);
     }
-    if (!isNew) {
-      // Known children this listing no longer names: re-check them too.
-      for (const key of this.#links.keys()) {
-        if (path.posix.dirname(key) === (dirKey || '.') && !listed.has(key)) listed.add(key);
-      }
-      for (const key of this.#dirs.keys()) {
-        if (key !== '' && path.posix.dirname(key) === (dirKey || '.') && !listed.has(key)) listed.add(key);
-      }
+    // Known children this listing no longer names: re-check them too.
+    const seen = new Set(names);
+    for (const key of this.#children.get(dirKey) ?? []) {
+      if (!seen.has(key.slice(key.lastIndexOf('/') + 1))) check.add(key);
     }
-    await Promise.all([...listed].map((key) => this.#serial(key, emit)));
+    await Promise.all([...check].map((key) => this.#serial(key, emit, shallow)));
+    // Trust the version only if the directory is watched and its last change was old
+    // enough at the lstat that no later change can carry the same timestamps.
+    const settled = st.ctimeNs < BigInt(statAt - DIR_SETTLE_MS) * 1_000_000n;
+    if (this.#listed.has(dirKey)) this.#listed.set(dirKey, settled && this.#dirs.has(dirKey) ? version : null);
   }
 
   #removeDir(dirKey: string, emit: boolean): void {
     const prefix = `${dirKey}/`;
+    const inside = (key: string): boolean => key === dirKey || key.startsWith(prefix);
     for (const [key, w] of [...this.#dirs]) {
-      if (key === dirKey || key.startsWith(prefix)) {
-        w.close();
-        this.#dirs.delete(key);
-      }
+      if (!inside(key)) continue;
+      w.close();
+      this.#dirs.delete(key);
     }
+    for (const key of [...this.#listed.keys()]) {
+      if (!inside(key)) continue;
+      this.#listed.delete(key);
+      this.#children.delete(key);
+    }
+    this.#children.get(parentKey(dirKey))?.delete(dirKey);
     for (const [key, known] of [...this.#links]) {
       if (!key.startsWith(prefix)) continue;
       this.#links.delete(key);

@@ -2,7 +2,7 @@
  * The peer protocol on an in-memory transport: frames, HELLO checks, path confinement,
  * malformed and oversized frames, and that peer-serve answers reads without writing.
  */
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { lutimesSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 
@@ -12,6 +12,7 @@ import { FrameDecoder, encodeFrame, MAX_FRAME_BYTES, MAX_JSON_BYTES, MessageType
 import { packRows, type TreeRow } from '../../../src/peer/server.js';
 import { PeerConnection, PeerLink, PeerServer, PROTOCOL_VERSION, RemoteError, type PeerTransport } from '../../../src/peer/index.js';
 import { ipKey, MarsTree, userspaceKey, UUID_KEY } from '../../../src/tree/index.js';
+import { stampToSeconds } from '../../../src/tree/_entry_io.js';
 import { eventually } from '../../support/test_host.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
 
@@ -226,13 +227,28 @@ describe('peer protocol', () => {
         await tree.set(userspaceKey('seen', 'r1'), '1');
         await eventually('the change to be pushed', () => pushed.includes(userspaceKey('seen', 'r1')), 5000);
         expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([]);
-        // One it misses (its watcher stopped here) comes with the next resync, and only it.
-        (server as unknown as { watcher: { close(): void } }).watcher.close();
+        // One whose push was lost (dropped here) comes with the next resync, and only it.
+        const link = server as unknown as { flushDeltas(rows: TreeRow[]): void };
+        const flush = link.flushDeltas;
+        link.flushDeltas = () => undefined;
         await tree.set(userspaceKey('missed', 'r1'), '1');
+        await new Promise((r) => setTimeout(r, 200)); // the watcher saw it; nothing was sent
+        link.flushDeltas = flush;
         expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([userspaceKey('missed', 'r1')]);
         expect(pushed).to.not.include(userspaceKey('missed', 'r1'));
-        // Without `unsent` the whole tree comes, as before.
-        expect((await keysOf({ since: 0 })).length).to.equal(all.length + 2);
+        expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([]);
+        // Without `unsent` the whole tree comes, as before, read again from the disk: a
+        // stamp changed in place (no rename, no directory moves) is in it.
+        const sizeLink = path.join(tree.root, 'resource-r1', 'size');
+        const sizeBefore = (await tree.get('resource-r1/size'))!;
+        await new Promise((r) => setTimeout(r, 2100)); // directories quiet: only a full read sees it
+        expect(await keysOf({ since: 0, unsent: true })).to.deep.equal([]);
+        lutimesSync(sizeLink, 2_000_000_000, 2_000_000_000);
+        const full = (await client.request(MessageType.TREE_SUBSCRIBE, { since: 0 })).flatMap((f) => f.json['entries'] as TreeRow[]);
+        expect(full.length).to.equal(all.length + 2);
+        expect(full.find(([key]) => key === 'resource-r1/size')?.[2]).to.equal(2_000_000_000_000_000);
+        const seconds = stampToSeconds(sizeBefore.stamp);
+        lutimesSync(sizeLink, seconds, seconds);
       } finally {
         client.close();
         await served;

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
-import { mkdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 
 import { MarsTree, TreeWatcher, type TreeChange } from '../../../src/tree/index.js';
+import { FULL_RESCAN_EVERY } from '../../../src/tree/tree_watcher.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
 
 const UUID = '0b8e5f7a-1c2d-4e3f-8a9b-0c1d2e3f4a5b';
@@ -166,6 +167,67 @@ describe('TreeWatcher', () => {
     await new Promise((r) => setTimeout(r, 200)); // several rescans
     expect(changes.length).to.equal(1);
     expect(watcher.stats.rescans).to.be.greaterThan(1);
+  });
+
+  it('TreeWatcher - a burst that overflows the queue while links in many known directories are replaced loses none of them', async () => {
+    const dirs = 200;
+    for (let i = 0; i < dirs; i++) await tree.set(`resource-d${i}/size`, '1');
+    const w = await start(0);
+    await new Promise((r) => setTimeout(r, 2100)); // directories quiet: their versions count
+    await w.rescan();
+    // Blocked event loop: the kernel queues, then drops. The replacements come after the
+    // 20 000 new links, so their events are the ones lost; only the rescan after the
+    // burst can find them, by the versions of their directories.
+    for (let i = 0; i < 20_000; i++) symlinkSync('x', tmp.file(`resource-r0/k${String(i).padStart(5, '0')}`));
+    for (let i = 0; i < dirs; i++) {
+      const tmpLink = tmp.file(`resource-d${i}/.tmp.size`);
+      symlinkSync('2', tmpLink);
+      renameSync(tmpLink, tmp.file(`resource-d${i}/size`));
+    }
+    const replaced = (): number => changes.filter((c) => c.kind === 'set' && c.key.endsWith('/size') && c.value === '2').length;
+    await until(() => replaced() === dirs, 20_000, `${dirs} replaced links (have ${replaced()})`);
+    expect(w.stats.burstRescans).to.be.at.least(1);
+    const onDisk = new Map((await tree.snapshot()).map((e) => [e.key, e]));
+    expect(w.entries()).to.deep.equal(onDisk);
+    expect(errors).to.deep.equal([]);
+  });
+
+  it('TreeWatcher - a rescan of a quiet tree re-reads no directory, and after a change only its directory', async () => {
+    for (let i = 0; i < 20; i++) await tree.set(`resource-d${i}/size`, '1');
+    const w = await start(0);
+    // Versions are trusted only once a directory has been quiet for 2 s (DIR_SETTLE_MS).
+    await new Promise((r) => setTimeout(r, 2100));
+    await w.rescan();
+    const before = w.stats.rescannedDirs;
+    await w.rescan();
+    expect(w.stats.rescannedDirs - before, 'directories re-read at rest').to.equal(0);
+    await tree.set('resource-d7/size', '2');
+    await until(() => changes.length === 1, 2000, 'the change');
+    await w.rescan();
+    expect(w.stats.rescannedDirs - before, 'directories re-read after one change').to.equal(1);
+    expect(changes.length).to.equal(1);
+    expect(errors).to.deep.equal([]);
+  });
+
+  it('TreeWatcher - a full rescan finds a link whose stamp changed in place, which moves no directory', async () => {
+    const w = await start(0);
+    await new Promise((r) => setTimeout(r, 2100));
+    await w.rescan();
+    lutimesSync(tmp.file('resource-r0/size'), 2_000_000_000, 2_000_000_000); // no event is acted on
+    await new Promise((r) => setTimeout(r, 100));
+    await w.rescan();
+    expect(changes).to.deep.equal([]);
+    await w.rescan({ full: true });
+    expect(changes).to.have.length(1);
+    expect(changes[0]).to.deep.include({ kind: 'set', key: 'resource-r0/size', value: '1', stamp: 2_000_000_000_000_000 });
+    expect(w.stats.fullRescans).to.equal(1);
+  });
+
+  it('TreeWatcher - every FULL_RESCAN_EVERY-th periodic rescan is a full one', async () => {
+    const w = await start(10);
+    await until(() => w.stats.rescans >= FULL_RESCAN_EVERY + 1, 5000, 'periodic rescans');
+    expect(w.stats.fullRescans).to.be.at.least(1);
+    expect(w.stats.fullRescans).to.be.below(w.stats.rescans / 2);
   });
 
   it('TreeWatcher - a new regular file (a log) is told to onFile once; appends and links are not', async () => {
