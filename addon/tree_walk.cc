@@ -15,6 +15,8 @@
  * statTreeDirs() is the cheap half of a rescan: one fstatat per known directory, so the
  * watcher re-reads only directories whose version (inode, mtime, ctime) moved. Every tree
  * write renames into its directory, which moves that directory's mtime and ctime.
+ * readTreeDirs() is the other half: the links and subdirectories of those directories,
+ * each with the version it had before it was listed.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -78,7 +80,9 @@ bool read_value(int dirfd, const char *name, std::string *value)
 
 // getdents64 directly: fdopendir/readdir add an fstat and two fcntl calls per directory,
 // and a tree has a few directories per resource (syscalls cost ~3 us on a small VM).
-int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *out)
+// With `subdirs`, subdirectories are listed there instead of walked into.
+int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *out,
+	 std::vector<std::string> *subdirs = nullptr)
 {
 	alignas(8) char buf[32768];
 	for (;;) {
@@ -103,7 +107,9 @@ int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *o
 					continue;
 				type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISLNK(st.st_mode) ? DT_LNK : DT_REG;
 			}
-			if (type == DT_DIR) {
+			if (type == DT_DIR && subdirs) {
+				subdirs->push_back(std::move(key));
+			} else if (type == DT_DIR) {
 				int sub = openat(dirfd, d->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 				if (sub >= 0)
 					walk(sub, key, stamps, out);	// a directory that vanished is gone
@@ -214,6 +220,32 @@ private:
 	std::vector<bool> found_;
 };
 
+// Relative keys from a JS array; false (with a JS exception pending) on bad input.
+bool arg_keys(const Napi::CallbackInfo &info, size_t i, std::vector<std::string> *out)
+{
+	Napi::Env env = info.Env();
+	if (info.Length() <= i || !info[i].IsArray()) {
+		throw_error(env, "keys must be an array of strings", "EPHOBOS_ARG");
+		return false;
+	}
+	Napi::Array list = info[i].As<Napi::Array>();
+	out->reserve(list.Length());
+	for (uint32_t k = 0; k < list.Length(); k++) {
+		Napi::Value v = list[k];
+		if (!v.IsString()) {
+			throw_error(env, "keys must be an array of strings", "EPHOBOS_ARG");
+			return false;
+		}
+		std::string key = v.As<Napi::String>().Utf8Value();
+		if (key.find("..") != std::string::npos || (!key.empty() && key[0] == '/')) {
+			throw_error(env, "a key must be a relative path inside the tree", "EPHOBOS_ARG");
+			return false;
+		}
+		out->push_back(std::move(key));
+	}
+	return true;
+}
+
 // statTreeDirs(root, keys) -> Promise<(string | null)[]>: each directory's version, null
 // where the key is missing or not a directory. Keys are relative to root ('' is the root).
 Napi::Value StatTreeDirs(const Napi::CallbackInfo &info)
@@ -222,21 +254,107 @@ Napi::Value StatTreeDirs(const Napi::CallbackInfo &info)
 	std::string root;
 	if (!arg_string(info, 0, "root", &root))
 		return env.Undefined();
-	if (info.Length() < 2 || !info[1].IsArray())
-		return throw_error(env, "keys must be an array of strings", "EPHOBOS_ARG");
-	Napi::Array list = info[1].As<Napi::Array>();
 	std::vector<std::string> keys;
-	keys.reserve(list.Length());
-	for (uint32_t i = 0; i < list.Length(); i++) {
-		Napi::Value v = list[i];
-		if (!v.IsString())
-			return throw_error(env, "keys must be an array of strings", "EPHOBOS_ARG");
-		std::string key = v.As<Napi::String>().Utf8Value();
-		if (key.find("..") != std::string::npos || (!key.empty() && key[0] == '/'))
-			return throw_error(env, "a key must be a relative path inside the tree", "EPHOBOS_ARG");
-		keys.push_back(std::move(key));
-	}
+	if (!arg_keys(info, 1, &keys))
+		return env.Undefined();
 	return (new DirStatWorker(env, root, std::move(keys)))->Start();
+}
+
+class DirReadWorker : public PromiseWorker {
+public:
+	DirReadWorker(Napi::Env env, std::string root, std::vector<std::string> dirs, int64_t settle_ns)
+		: PromiseWorker(env), root_(std::move(root)), dirs_(std::move(dirs)), settle_ns_(settle_ns)
+	{
+	}
+
+	void Execute() override
+	{
+		int rootfd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (rootfd < 0)
+			return Fail(sys_message("open " + root_, errno), errno);
+		versions_.resize(dirs_.size());
+		state_.assign(dirs_.size(), kGone);
+		for (size_t i = 0; i < dirs_.size(); i++) {
+			const char *rel = dirs_[i].empty() ? "." : dirs_[i].c_str();
+			int fd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd < 0)
+				continue;	// gone or no longer a directory: the caller re-checks it
+			struct stat st;
+			struct timespec now;
+			if (fstat(fd, &st) != 0 || clock_gettime(CLOCK_REALTIME, &now) != 0) {
+				close(fd);
+				continue;
+			}
+			// The version is taken before the listing, so any later change moves it. It
+			// counts only if the directory had been quiet for settle_ns: a change in the
+			// same timestamp granule would not move it.
+			int64_t ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+			int64_t now_ns = static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+			versions_[i] = dir_version(st);
+			if (walk(fd, dirs_[i], true, &links_, &subdirs_) != 0)
+				continue;	// walk closed fd; a failed listing is re-checked by the caller
+			state_[i] = ctime_ns < now_ns - settle_ns_ ? kSettled : kRecent;
+		}
+		close(rootfd);
+	}
+
+	Napi::Value Result(Napi::Env env) override
+	{
+		Napi::Array keys = Napi::Array::New(env, links_.size());
+		Napi::Array values = Napi::Array::New(env, links_.size());
+		Napi::Float64Array stamps = Napi::Float64Array::New(env, links_.size());
+		for (size_t i = 0; i < links_.size(); i++) {
+			keys[i] = Napi::String::New(env, links_[i].key);
+			values[i] = Napi::String::New(env, links_[i].value);
+			stamps[i] = static_cast<double>(links_[i].stamp_us);
+		}
+		Napi::Array subdirs = Napi::Array::New(env, subdirs_.size());
+		for (size_t i = 0; i < subdirs_.size(); i++)
+			subdirs[i] = Napi::String::New(env, subdirs_[i]);
+		Napi::Array versions = Napi::Array::New(env, dirs_.size());
+		for (size_t i = 0; i < dirs_.size(); i++) {
+			if (state_[i] == kSettled)
+				versions[i] = Napi::String::New(env, versions_[i]);
+			else if (state_[i] == kRecent)
+				versions[i] = Napi::String::New(env, "");
+			else
+				versions[i] = env.Null();
+		}
+		Napi::Object o = Napi::Object::New(env);
+		o.Set("keys", keys);
+		o.Set("values", values);
+		o.Set("stamps", stamps);
+		o.Set("subdirs", subdirs);
+		o.Set("versions", versions);
+		return o;
+	}
+
+private:
+	enum State : uint8_t { kGone, kRecent, kSettled };
+	std::string root_;
+	std::vector<std::string> dirs_;
+	int64_t settle_ns_;
+	std::vector<Link> links_;
+	std::vector<std::string> subdirs_;
+	std::vector<std::string> versions_;
+	std::vector<uint8_t> state_;
+};
+
+// readTreeDirs(root, dirs, settleMs) -> Promise<{ keys, values, stamps, subdirs, versions }>:
+// the links (with stamps) and subdirectory keys directly inside each directory, and per
+// directory its version before the listing: null if it is gone or no directory, '' if it
+// changed within settleMs of the listing (not to be trusted yet).
+Napi::Value ReadTreeDirs(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	std::string root;
+	std::vector<std::string> dirs;
+	if (!arg_string(info, 0, "root", &root) || !arg_keys(info, 1, &dirs))
+		return env.Undefined();
+	if (info.Length() < 3 || !info[2].IsNumber())
+		return throw_error(env, "settleMs must be a number", "EPHOBOS_ARG");
+	int64_t settle_ns = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue() * 1e6);
+	return (new DirReadWorker(env, root, std::move(dirs), settle_ns))->Start();
 }
 
 // readTreeLinks(root, subdir = '', stamps = true) -> Promise<{ keys, values, stamps }>
@@ -261,6 +379,7 @@ void register_tree_walk(Napi::Env env, Napi::Object exports)
 {
 	exports.Set("readTreeLinks", Napi::Function::New(env, ReadTreeLinks));
 	exports.Set("statTreeDirs", Napi::Function::New(env, StatTreeDirs));
+	exports.Set("readTreeDirs", Napi::Function::New(env, ReadTreeDirs));
 }
 
 }  // namespace phobos

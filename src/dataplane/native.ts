@@ -108,6 +108,14 @@ export interface NativeAddon {
    * or null where the key is missing or no directory. Keys are relative to root.
    */
   statTreeDirs(root: string, keys: string[]): Promise<(string | null)[]>;
+  /**
+   * The links (with stamps) and subdirectory keys directly inside each of `dirs`, and each
+   * directory's version from before its listing: null where it is gone or no directory,
+   * '' where it changed within settleMs of the listing (too recent to trust).
+   */
+  readTreeDirs(root: string, dirs: string[], settleMs: number): Promise<{
+    keys: string[]; values: string[]; stamps: Float64Array; subdirs: string[]; versions: (string | null)[];
+  }>;
   /** pwrite each buffer at its offset, in order, in one worker job. */
   writeBatch(fd: number, offsets: Float64Array, buffers: Uint8Array[]): Promise<void>;
   /** Size of a block device or file, bytes. */

@@ -175,7 +175,38 @@ export class TreeWatcher {
     const versions = await native.statTreeDirs(this.root, dirs);
     const moved = dirs.filter((dir, i) => versions[i] === null || versions[i] !== this.#listed.get(dir));
     this.stats.rescannedDirs += moved.length;
-    await Promise.all(moved.map((dir) => this.#serial(dir, true, true)));
+    if (moved.length > 0) await this.#rereadDirs(moved);
+  }
+
+  /**
+   * List `dirs` again in one native call and re-check only what differs from what we know:
+   * links whose value or stamp moved, known children no longer there, new subdirectories
+   * (listed whole), directories gone. Then remember each directory's version from before
+   * its listing, if it had been quiet long enough to trust (DIR_SETTLE_MS).
+   */
+  async #rereadDirs(dirs: string[]): Promise<void> {
+    const read = await native.readTreeDirs(this.root, dirs, DIR_SETTLE_MS);
+    const recheck = new Set<string>();
+    const found = new Set<string>(read.subdirs);
+    for (let i = 0; i < read.keys.length; i++) {
+      const key = read.keys[i]!;
+      const known = this.#links.get(key);
+      if (!known && !isValidKey(key)) continue;
+      found.add(key);
+      const now = toEntry(key, { value: read.values[i]!, stamp: read.stamps[i]! });
+      if (!known || known.entry.value !== now.value || known.entry.stamp !== now.stamp) recheck.add(key);
+    }
+    for (const sub of read.subdirs) if (!this.#listed.has(sub)) recheck.add(sub);
+    dirs.forEach((dir, i) => {
+      if (read.versions[i] === null || !this.#dirs.has(dir)) recheck.add(dir); // gone, or not watched yet
+      if (read.versions[i] === null) return;
+      for (const child of this.#children.get(dir) ?? []) if (!found.has(child)) recheck.add(child);
+    });
+    await Promise.all([...recheck].map((key) => this.#serial(key, true, true)));
+    dirs.forEach((dir, i) => {
+      const version = read.versions[i];
+      if (version !== null && version !== undefined && this.#listed.has(dir)) this.#listed.set(dir, version !== '' && this.#dirs.has(dir) ? version : null);
+    });
   }
 
   async #rescanLinks(): Promise<void> {
