@@ -9,7 +9,7 @@
  *  - Idle CPU per host with RESOURCES (1000; PHOBOS_BENCH_RESOURCES) resources, alpha
  *    primary of all of them, beta and gamma secondaries of all of them (PHOBOS_BENCH_MEMBERS
  *    =primary-only: beta and gamma see them in the tree but are not members, as in the
- *    pipe bench): % of one core used over 60 s (PHOBOS_BENCH_IDLE_SECONDS) by every process in the host's namespace
+ *    pipe bench): % of one core used over 300 s (PHOBOS_BENCH_IDLE_SECONDS) by every process in the host's namespace
  *    (daemon, the peer-serves sshd started for the other hosts, sshd sessions), from
  *    /proc (target <= 2 %). Baseline: the same hosts idle with no resource, over 10 s.
  *    Then the latency again, with the resources in place (30 changes: PHOBOS_BENCH_LOADED_CHANGES).
