@@ -126,6 +126,25 @@ int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *o
 	return 0;
 }
 
+// { keys, values, stamps }: three parallel arrays are much cheaper to build than one
+// object per link.
+Napi::Object links_object(Napi::Env env, const std::vector<Link> &links)
+{
+	Napi::Array keys = Napi::Array::New(env, links.size());
+	Napi::Array values = Napi::Array::New(env, links.size());
+	Napi::Float64Array stamps = Napi::Float64Array::New(env, links.size());
+	for (size_t i = 0; i < links.size(); i++) {
+		keys[i] = Napi::String::New(env, links[i].key);
+		values[i] = Napi::String::New(env, links[i].value);
+		stamps[i] = static_cast<double>(links[i].stamp_us);
+	}
+	Napi::Object o = Napi::Object::New(env);
+	o.Set("keys", keys);
+	o.Set("values", values);
+	o.Set("stamps", stamps);
+	return o;
+}
+
 class TreeWalkWorker : public PromiseWorker {
 public:
 	TreeWalkWorker(Napi::Env env, std::string root, std::string subdir, bool stamps)
@@ -149,20 +168,7 @@ public:
 
 	Napi::Value Result(Napi::Env env) override
 	{
-		// Three parallel arrays are much cheaper to build than one object per link.
-		Napi::Array keys = Napi::Array::New(env, links_.size());
-		Napi::Array values = Napi::Array::New(env, links_.size());
-		Napi::Float64Array stamps = Napi::Float64Array::New(env, links_.size());
-		for (size_t i = 0; i < links_.size(); i++) {
-			keys[i] = Napi::String::New(env, links_[i].key);
-			values[i] = Napi::String::New(env, links_[i].value);
-			stamps[i] = static_cast<double>(links_[i].stamp_us);
-		}
-		Napi::Object o = Napi::Object::New(env);
-		o.Set("keys", keys);
-		o.Set("values", values);
-		o.Set("stamps", stamps);
-		return o;
+		return links_object(env, links_);
 	}
 
 private:
@@ -172,12 +178,15 @@ private:
 };
 
 // "ino:mtime_ns:ctime_ns", the same text TreeWatcher builds from a BigIntStats.
+int64_t ns_of(const struct timespec &t)
+{
+	return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
 std::string dir_version(const struct stat &st)
 {
-	auto ns = [](const struct timespec &t) {
-		return std::to_string(static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec);
-	};
-	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + ns(st.st_mtim) + ":" + ns(st.st_ctim);
+	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + std::to_string(ns_of(st.st_mtim)) +
+	       ":" + std::to_string(ns_of(st.st_ctim));
 }
 
 class DirStatWorker : public PromiseWorker {
@@ -288,26 +297,17 @@ public:
 			// The version is taken before the listing, so any later change moves it. It
 			// counts only if the directory had been quiet for settle_ns: a change in the
 			// same timestamp granule would not move it.
-			int64_t ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
-			int64_t now_ns = static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
 			versions_[i] = dir_version(st);
 			if (walk(fd, dirs_[i], true, &links_, &subdirs_) != 0)
 				continue;	// walk closed fd; a failed listing is re-checked by the caller
-			state_[i] = ctime_ns < now_ns - settle_ns_ ? kSettled : kRecent;
+			state_[i] = ns_of(st.st_ctim) < ns_of(now) - settle_ns_ ? kSettled : kRecent;
 		}
 		close(rootfd);
 	}
 
 	Napi::Value Result(Napi::Env env) override
 	{
-		Napi::Array keys = Napi::Array::New(env, links_.size());
-		Napi::Array values = Napi::Array::New(env, links_.size());
-		Napi::Float64Array stamps = Napi::Float64Array::New(env, links_.size());
-		for (size_t i = 0; i < links_.size(); i++) {
-			keys[i] = Napi::String::New(env, links_[i].key);
-			values[i] = Napi::String::New(env, links_[i].value);
-			stamps[i] = static_cast<double>(links_[i].stamp_us);
-		}
+		Napi::Object o = links_object(env, links_);
 		Napi::Array subdirs = Napi::Array::New(env, subdirs_.size());
 		for (size_t i = 0; i < subdirs_.size(); i++)
 			subdirs[i] = Napi::String::New(env, subdirs_[i]);
@@ -320,10 +320,6 @@ public:
 			else
 				versions[i] = env.Null();
 		}
-		Napi::Object o = Napi::Object::New(env);
-		o.Set("keys", keys);
-		o.Set("values", values);
-		o.Set("stamps", stamps);
 		o.Set("subdirs", subdirs);
 		o.Set("versions", versions);
 		return o;
