@@ -177,12 +177,12 @@ private:
 	std::vector<Link> links_;
 };
 
-// "ino:mtime_ns:ctime_ns", the same text TreeWatcher builds from a BigIntStats.
 int64_t ns_of(const struct timespec &t)
 {
 	return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
 
+// "ino:mtime_ns:ctime_ns", the same text TreeWatcher builds from a BigIntStats.
 std::string dir_version(const struct stat &st)
 {
 	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + std::to_string(ns_of(st.st_mtim)) +

@@ -189,8 +189,10 @@ export class TreeWatcher {
     const read = await native.readTreeDirs(this.root, dirs, DIR_SETTLE_MS);
     const recheck = new Set<string>();
     const found = this.#compareRead(read, recheck);
-    for (const sub of read.subdirs) found.add(sub);
-    for (const sub of read.subdirs) if (!this.#listed.has(sub)) recheck.add(sub);
+    for (const sub of read.subdirs) {
+      found.add(sub);
+      if (!this.#listed.has(sub)) recheck.add(sub); // new: listed whole
+    }
     dirs.forEach((dir, i) => {
       if (read.versions[i] === null || !this.#dirs.has(dir)) recheck.add(dir); // gone, or not watched yet
       if (read.versions[i] === null) return;
