@@ -11,6 +11,7 @@
         "addon/log_writer.cc",
         "addon/file_lock.cc",
         "addon/tree_walk.cc",
+        "addon/tree_cache.cc",
         "addon/kernel_ctl.cc",
         "addon/crc32c.c",
         "kernel/common/phobos_log.c"

@@ -24,6 +24,7 @@ void register_log_reader(Napi::Env env, Napi::Object exports);
 void register_log_writer(Napi::Env env, Napi::Object exports);
 void register_file_lock(Napi::Env env, Napi::Object exports);
 void register_tree_walk(Napi::Env env, Napi::Object exports);
+void register_tree_cache(Napi::Env env, Napi::Object exports);
 void register_kernel_ctl(Napi::Env env, Napi::Object exports);
 
 namespace {
@@ -360,6 +361,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	register_log_writer(env, exports);
 	register_file_lock(env, exports);
 	register_tree_walk(env, exports);
+	register_tree_cache(env, exports);
 	register_kernel_ctl(env, exports);
 	return exports;
 }

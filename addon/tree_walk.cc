@@ -26,16 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "napi_util.h"
+#include "tree_walk.h"
 
 namespace phobos {
 namespace {
-
-struct Link {
-	std::string key;
-	std::string value;
-	uint64_t stamp_us;
-};
 
 bool same_version(const struct stat &a, const struct stat &b)
 {
@@ -78,11 +72,12 @@ bool read_value(int dirfd, const char *name, std::string *value)
 	return true;
 }
 
+}  // namespace
+
 // getdents64 directly: fdopendir/readdir add an fstat and two fcntl calls per directory,
 // and a tree has a few directories per resource (syscalls cost ~3 us on a small VM).
-// With `subdirs`, subdirectories are listed there instead of walked into.
 int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *out,
-	 std::vector<std::string> *subdirs = nullptr)
+	 std::vector<std::string> *subdirs)
 {
 	alignas(8) char buf[32768];
 	for (;;) {
@@ -126,8 +121,6 @@ int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *o
 	return 0;
 }
 
-// { keys, values, stamps }: three parallel arrays are much cheaper to build than one
-// object per link.
 Napi::Object links_object(Napi::Env env, const std::vector<Link> &links)
 {
 	Napi::Array keys = Napi::Array::New(env, links.size());
@@ -144,6 +137,19 @@ Napi::Object links_object(Napi::Env env, const std::vector<Link> &links)
 	o.Set("stamps", stamps);
 	return o;
 }
+
+int64_t ns_of(const struct timespec &t)
+{
+	return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+std::string dir_version(const struct stat &st)
+{
+	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + std::to_string(ns_of(st.st_mtim)) +
+	       ":" + std::to_string(ns_of(st.st_ctim));
+}
+
+namespace {
 
 class TreeWalkWorker : public PromiseWorker {
 public:
@@ -176,18 +182,6 @@ private:
 	bool stamps_;
 	std::vector<Link> links_;
 };
-
-int64_t ns_of(const struct timespec &t)
-{
-	return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
-}
-
-// "ino:mtime_ns:ctime_ns", the same text TreeWatcher builds from a BigIntStats.
-std::string dir_version(const struct stat &st)
-{
-	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + std::to_string(ns_of(st.st_mtim)) +
-	       ":" + std::to_string(ns_of(st.st_ctim));
-}
 
 class DirStatWorker : public PromiseWorker {
 public:

@@ -65,7 +65,9 @@ async function runCommand(spec: CommandSpec, ctx: CommandContext): Promise<numbe
  * (~65 ms at 1000 resources on the 2-core dev VM) while the main thread loads the verb's
  * modules (~30 ms for a view), which used to come first. tree_values.js imports only the
  * addon, so the walk starts before MarsTree's modules load too. A root that cannot be
- * resolved is left to the verb's openTree() to report.
+ * resolved is left to the verb's openTree() to report. The walk lists only directories
+ * that moved since the last view (the view cache, docs/tree.md); PHOBOS_VIEW_CACHE=off
+ * lists every one.
  */
 function startTreeWalk(spec: CommandSpec, options: OptionValues): Pick<CommandContext, 'treeValues'> {
   if (!readsWholeTree(spec)) return {};
@@ -75,7 +77,8 @@ function startTreeWalk(spec: CommandSpec, options: OptionValues): Pick<CommandCo
   } catch {
     return {};
   }
-  const treeValues = import('../tree/tree_values.js').then((m) => m.readTreeValues(root));
+  const cached = process.env['PHOBOS_VIEW_CACHE'] !== 'off';
+  const treeValues = import('../tree/tree_values.js').then((m) => cached ? m.readTreeValuesCached(root) : m.readTreeValues(root));
   // The verb sees a failed walk when it awaits it; one it never awaits (it failed first) is no crash.
   treeValues.catch(() => undefined);
   return { treeValues };

@@ -18,7 +18,7 @@ import { syncSocketPath, type PeerManager } from '../peer/index.js';
 import { historyEnd } from '../replication/history_end.js';
 import { parsePositionValue, parseReplayValue, type LogPosition } from '../replication/log_names.js';
 import { Replica } from '../replication/replica.js';
-import { versionValue } from '../replication/versions.js';
+import { versionValue } from '../replication/version_value.js';
 import { actualKey, replayKey, versionKey, type MarsTree } from '../tree/index.js';
 import type { Desired, ResourcePhase } from './types.js';
 

@@ -109,6 +109,13 @@ export interface NativeAddon {
    */
   statTreeDirs(root: string, keys: string[]): Promise<(string | null)[]>;
   /**
+   * Every link under root with its value, from the cache at cachePath where a directory's
+   * version still matches, listing only the others (settleMs as readTreeDirs); rewrites
+   * the cache if anything differed. `dirs` directories in all, `reread` listed again.
+   */
+  readTreeValuesCached(root: string, cachePath: string, settleMs: number): Promise<{ keys: string[]; values: string[];
+    dirs: number; reread: number; written: boolean }>;
+  /**
    * The links (with stamps) and subdirectory keys directly inside each of `dirs`, and each
    * directory's version from before its listing: null where it is gone or no directory,
    * '' where it changed within settleMs of the listing (too recent to trust).

@@ -27,7 +27,8 @@ import {
 } from './log_names.js';
 import { historyEnd } from './history_end.js';
 import { Mutex, Signal, untilAborted, waitForAny } from './signal.js';
-import { parseVersion, versionValue } from './versions.js';
+import { versionValue } from './version_value.js';
+import { parseVersion } from './versions.js';
 
 export interface ReplicaOptions {
   readonly tree: MarsTree;

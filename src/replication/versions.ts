@@ -5,9 +5,10 @@
  * The digest covers the log name, the end offset and the previous link's first section,
  * which holds the previous digest: a hash chain over the whole history, so two hosts agree
  * on log N iff they agree on every log before it.
+ *
+ * Reading links is here; making one (versionValue, which needs node:crypto) is in
+ * version_value.ts, so that views, which only read them, do not load crypto (~7 ms).
  */
-import { createHash } from 'node:crypto';
-
 export interface VersionLink {
   readonly digest: string;
   readonly log: string;
@@ -16,19 +17,14 @@ export interface VersionLink {
   readonly previous: string;
 }
 
-export function versionValue(previousValue: string | null | undefined, log: string, offset: number): string {
-  const previous = previousValue ? firstSection(previousValue) : '';
-  const digest = createHash('sha256').update(`${log},${offset}:${previous}`).digest('hex').slice(0, 32);
-  return `${digest},${log},${offset}:${previous}`;
-}
-
 export function parseVersion(value: string | undefined): VersionLink | null {
   if (!value) return null;
   const m = /^([0-9a-f]{32}),(log-[0-9]{9}-[^,:]+),([0-9]+):(.*)$/.exec(value);
   return m ? { digest: m[1]!, log: m[2]!, offset: Number(m[3]), previous: m[4]! } : null;
 }
 
-function firstSection(value: string): string {
+/** `<digest>,<log>,<offset>` of a version link's value: what the next link chains to. */
+export function firstSection(value: string): string {
   const i = value.indexOf(':');
   return i < 0 ? value : value.slice(0, i);
 }

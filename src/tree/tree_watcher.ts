@@ -20,7 +20,7 @@ import path from 'node:path';
 import { native } from '../dataplane/native.js';
 import { isGone, isHiddenName, readOnDisk, toEntry } from './_entry_io.js';
 import { isValidKey } from './keys.js';
-import type { TreeChange, TreeEntry, TreeWatcherOptions } from './types.js';
+import { DIR_SETTLE_MS, type TreeChange, type TreeEntry, type TreeWatcherOptions } from './types.js';
 
 /** Default interval of the safety-net rescan, ms. */
 export const DEFAULT_RESCAN_MS = 5000;
@@ -31,14 +31,6 @@ export const DEFAULT_RESCAN_MS = 5000;
  * no directory. Hourly in the daemon (5-minute rescans).
  */
 export const FULL_RESCAN_EVERY = 12;
-
-/**
- * A directory's version is trusted only once its ctime is this much older than the listing:
- * a change in the same timestamp granule (a jiffy on ext4 and tmpfs, a second on ext4 with
- * 128-byte inodes) as the version we recorded would not move it. Until then the directory
- * is re-read at every rescan.
- */
-const DIR_SETTLE_MS = 2000;
 
 /**
  * The kernel drops inotify events once a watcher's queue holds max_queued_events (16384

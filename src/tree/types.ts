@@ -13,6 +13,15 @@ export type LamportStamp = number;
 /** The value of a tombstone on disk. */
 export const TOMBSTONE = '.deleted';
 
+/**
+ * A directory's version (inode, mtime, ctime) stands for its listing only once its ctime
+ * is this much older than the listing: a change in the same timestamp granule (a jiffy on
+ * ext4 and tmpfs, a second on ext4 with 128-byte inodes) as the version recorded would not
+ * move it. Until then the directory is listed again each time (TreeWatcher's rescans, the
+ * view cache).
+ */
+export const DIR_SETTLE_MS = 2000;
+
 /** One key of the tree with its value and stamp. */
 export interface TreeEntry {
   /** Path relative to the root, e.g. `resource-r1/todo-alpha/attach`. */

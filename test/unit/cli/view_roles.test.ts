@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 
 import { logName } from '../../../src/replication/log_names.js';
-import { versionValue } from '../../../src/replication/versions.js';
+import { versionValue } from '../../../src/replication/version_value.js';
 import { actualKey, primaryKey, replayKey, todoKey, versionKey, type MarsTree } from '../../../src/tree/index.js';
 import { marsadm, treeFixture, type TreeFixture } from './_cli_fixture.js';
 

@@ -1,9 +1,11 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { actualKey, dataKey, MarsTree, sizeKey, UUID_KEY } from '../../../src/tree/index.js';
+import { VIEW_CACHE } from '../../../src/tree/tree_values.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
 import { marsadm } from './_cli_fixture.js';
 
@@ -38,6 +40,36 @@ describe('marsadm view: the tree walk started with the command', () => {
 
     await tree.set(actualKey('r1', 'alpha', 'is-attached'), '1');
     expect((await view('view-role', 'r1')).out).to.equal('Secondary\n');
+  });
+
+  it('view - the view cache changes nothing a view shows: settled, just changed, and with PHOBOS_VIEW_CACHE=off', async function () {
+    this.timeout(20_000);
+    const tree = await MarsTree.open({ root, host: 'alpha', requireCluster: false });
+    await tree.set(UUID_KEY, '01234567-89ab-cdef-0123-456789abcdef');
+    for (const res of ['r2', 'r3', 'r4']) {
+      await tree.set(sizeKey(res), String(1 << 20));
+      await tree.set(dataKey(res, 'alpha'), `/dev/disk-${res}`);
+      await tree.set(dataKey(res, 'beta'), `/dev/disk-${res}`);
+    }
+    const both = async () => {
+      const cached = (await view('view', '--json')).out;
+      process.env['PHOBOS_VIEW_CACHE'] = 'off';
+      try {
+        return { cached, uncached: (await view('view', '--json')).out };
+      } finally {
+        delete process.env['PHOBOS_VIEW_CACHE'];
+      }
+    };
+    const fresh = await both();
+    expect(fresh.cached).to.equal(fresh.uncached);
+    expect(existsSync(path.join(root, VIEW_CACHE)), 'the view wrote its cache').to.equal(true);
+    await new Promise((resolve) => setTimeout(resolve, 2100)); // every directory now settled: the cache is used
+    expect((await both()).cached).to.equal(fresh.cached);
+    await tree.set(actualKey('r3', 'beta', 'is-attached'), '1');
+    await tree.delete(dataKey('r4', 'beta'));
+    const changed = await both();
+    expect(changed.cached).to.equal(changed.uncached);
+    expect(changed.cached).to.not.equal(fresh.cached);
   });
 
   it('view - a missing root is named in the error, as without the early walk', async () => {

@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import { memberHistories } from '../../../src/cli/commands/_member_histories.js';
 import { logName } from '../../../src/replication/log_names.js';
 import { findSplitBrain, type HostHistory } from '../../../src/replication/split_brain.js';
-import { parseVersion, versionValue, type VersionLink } from '../../../src/replication/versions.js';
+import { versionValue } from '../../../src/replication/version_value.js';
+import { parseVersion, type VersionLink } from '../../../src/replication/versions.js';
 
 /** A chain of version links over (seq, origin, end) steps, as hosts publish them. */
 function chain(steps: readonly [number, string, number][], from: string | null = null): Map<number, VersionLink> {
