@@ -62,12 +62,12 @@ async function runCommand(spec: CommandSpec, ctx: CommandContext): Promise<numbe
 
 /**
  * For a verb that reads the whole tree, start the walk now: it runs on a libuv thread
- * (~65 ms at 1000 resources on the 2-core dev VM) while the main thread loads the verb's
- * modules (~30 ms for a view), which used to come first. tree_values.js imports only the
- * addon, so the walk starts before MarsTree's modules load too. A root that cannot be
- * resolved is left to the verb's openTree() to report. The walk lists only directories
- * that moved since the last view (the view cache, docs/tree.md); PHOBOS_VIEW_CACHE=off
- * lists every one.
+ * while the main thread loads the verb's modules (~30 ms for a view), which used to come
+ * first. tree_values.js imports only the addon, so the walk starts before MarsTree's
+ * modules load too. A root that cannot be resolved is left to the verb's openTree() to
+ * report. The walk lists only directories that moved since the last view (the view
+ * cache, docs/tree.md): ~40 ms in a view process at 1000 resources on the 2-core dev VM,
+ * against ~75 ms for listing every one (PHOBOS_VIEW_CACHE=off).
  */
 function startTreeWalk(spec: CommandSpec, options: OptionValues): Pick<CommandContext, 'treeValues'> {
   if (!readsWholeTree(spec)) return {};
