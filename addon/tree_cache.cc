@@ -179,7 +179,7 @@ private:
 		if (r.str() != root)
 			return false;
 		uint32_t dirs = r.u32();
-		index_.reserve(dirs);
+		index_.reserve(std::min<uint64_t>(dirs, length / 16));	// a record takes >= 16 bytes
 		for (uint32_t n = dirs; r.ok() && n > 0; n--) {
 			Text key = r.str();
 			Text version = r.str();

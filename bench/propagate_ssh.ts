@@ -12,6 +12,9 @@
  *    pipe bench): % of one core used over 300 s (PHOBOS_BENCH_IDLE_SECONDS) by every process in the host's namespace
  *    (daemon, the peer-serves sshd started for the other hosts, sshd sessions), from
  *    /proc (target <= 2 %). Baseline: the same hosts idle with no resource, over 10 s.
+ *    Then the same over the next 300 s (`-steady`): the first window also holds the one-time
+ *    work of the first safety-net rescans after 1000 resources appeared (each directory's
+ *    version recorded, docs/tree.md "Watching"), the second only what recurs.
  *    Then the latency again, with the resources in place (30 changes: PHOBOS_BENCH_LOADED_CHANGES).
  *
  * Creating the resources: one create-resource / join-resource run per resource waits for
@@ -46,8 +49,8 @@ const MEMBERS = process.env['PHOBOS_BENCH_MEMBERS'] === 'primary-only' ? 'primar
 const RESOURCE_BYTES = 1 << 20;
 /**
  * The idle window: 5 minutes, so it holds one of each periodic safety net (the daemon's
- * full pass, each peer link's resync from 0, every 5 min) and ten rounds of the replicas'
- * 30 s wake-ups. A shorter window measured whichever of them it happened to catch: the
+ * full pass, each peer link's resync from 0, every 5 min) and two or three rounds of the
+ * replicas' 120 s idle wake-ups. A shorter window measured whichever of them it happened to catch: the
  * same code gave 9-20 % depending on where the 5-minute work fell.
  */
 const IDLE_SECONDS = Number(process.env['PHOBOS_BENCH_IDLE_SECONDS'] ?? 300);
@@ -283,7 +286,8 @@ export async function runPropagateSsh(): Promise<void> {
     await untilEveryHost('every secondary to finish syncing and fetching', 'settled', () => settledCounts(lab), t);
     const settledSeconds = (performance.now() - t) / 1000;
     await sleep(10_000); // let the last publications settle
-    const busy = await idleCpu(lab, IDLE_SECONDS, true);
+    const busy = await idleCpu(lab, IDLE_SECONDS, false);
+    const steady = await idleCpu(lab, IDLE_SECONDS, true);
     const members = MEMBERS === 'all' ? 'alpha primary, beta and gamma secondaries of every one' : 'served by alpha, in every tree, beta and gamma not members';
     HOSTS.forEach((h, i) => {
       report(`propagate-ssh-idle-cpu-${h}`, busy[i]!.percent, '% of a core', quiet[i]!.percent,
@@ -291,6 +295,10 @@ export async function runPropagateSsh(): Promise<void> {
         `(${members}; keys written in ${written.toFixed(0)} s, all up ${setupSeconds.toFixed(0)} s after, synced and fetched at ` +
         `${settledSeconds.toFixed(0)} s) (target <= 2 %); ` +
         `top: ${busy[i]!.top}; baseline: the same with no resource, over ${BASELINE_IDLE_SECONDS} s (${quiet[i]!.top || 'nothing'})`);
+    });
+    HOSTS.forEach((h, i) => {
+      report(`propagate-ssh-idle-cpu-steady-${h}`, steady[i]!.percent, '% of a core', quiet[i]!.percent,
+        `as propagate-ssh-idle-cpu-${h}, over the ${IDLE_SECONDS} s after that window (target <= 2 %); top: ${steady[i]!.top}`);
     });
 
     const loaded = await measure('l', LOADED_CHANGES);
