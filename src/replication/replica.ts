@@ -77,13 +77,14 @@ const READ_WINDOW = 8;
 const LONG_POLL_MS = 1000;
 /**
  * Longest sleep of a loop with nothing to do. Tree changes for the resource (switches,
- * version links, the origin's published log end), a peer coming up and fetched bytes wake
- * the loops at once, so this only bounds how long a missed wake-up could delay them. At
- * 30 s, 1000 idle replicas' three loops made 100 loop turns a second, most of a secondary
- * daemon's steady idle cost (bench propagate-ssh: 9-10 ticks of 10 ms per 10 s then, 6 at
- * 120 s in a run where a daemon without resources took 5-6; docs/benchmarks.md).
+ * version links, the origin's published log end) wake the loops at once (kick), so this
+ * only bounds how long a missed wake-up could delay them; an idle daemon with 1000
+ * resources must not poll each of them every second. Not longer yet: with 120 s (most of
+ * a secondary daemon's steady idle cost gone) `invalidate` in the system tier's emergency
+ * test once saw no sync progress for 60 s: probably a path that waits for this timeout
+ * instead of a wake-up (docs/benchmarks.md, session 22).
  */
-const IDLE_WAIT_MS = 120_000;
+const IDLE_WAIT_MS = 30_000;
 /** How long stop() waits at most for the fetch and sync loops to end. */
 const STOP_WAIT_MS = 1000;
 /** How long the replay loop waits for a peer's list of logs. */
