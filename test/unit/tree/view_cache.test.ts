@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symli
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { native } from '../../../src/dataplane/native.js';
-import { MarsTree, readTreeValues } from '../../../src/tree/index.js';
+import { MarsTree, readTreeValues, TOMBSTONE } from '../../../src/tree/index.js';
 import { readTreeValuesCached, VIEW_CACHE } from '../../../src/tree/tree_values.js';
 import { tempDir, type TempDir } from '../../support/tmp.js';
 
@@ -30,7 +30,7 @@ describe('view cache', () => {
   /** The cached read with a settle time, as a map like readTreeValues's, and its counters. */
   async function cachedRead(settleMs: number) {
     const r = await native.readTreeValuesCached(tmp.dir, cachePath, settleMs);
-    const values = new Map(r.keys.map((k, i) => [k, r.values[i] === '.deleted' ? null : r.values[i]!] as const));
+    const values = new Map(r.keys.map((k, i) => [k, r.values[i] === TOMBSTONE ? null : r.values[i]!] as const));
     return { values: sorted(values), reread: r.reread, written: r.written, dirs: r.dirs };
   }
   /** Longer than any timestamp granule here, so settleMs 0 is safe between steps. */
