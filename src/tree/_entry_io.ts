@@ -31,7 +31,11 @@ export function statToStamp(st: BigIntStats): LamportStamp {
 
 /** What is at a path of the tree. */
 export type OnDisk =
-  | { readonly kind: 'link'; readonly value: string; readonly stamp: LamportStamp }
+  | {
+    readonly kind: 'link'; readonly value: string; readonly stamp: LamportStamp;
+    /** The lstat that value and stamp belong to: what TreeWatcher compares the next event with. */
+    readonly stats: BigIntStats;
+  }
   | { readonly kind: 'file' }
   | { readonly kind: 'dir' }
   | { readonly kind: 'other' }
@@ -65,7 +69,7 @@ export async function readOnDisk(file: string): Promise<OnDisk> {
       if (isGone(e) || (e as NodeJS.ErrnoException).code === 'EINVAL') continue; // replaced meanwhile
       throw e;
     }
-    if (sameVersion(before, after)) return { kind: 'link', value, stamp: statToStamp(after) };
+    if (sameVersion(before, after)) return { kind: 'link', value, stamp: statToStamp(after), stats: after };
   }
 }
 
@@ -116,7 +120,7 @@ export function readOnDiskSync(file: string): OnDisk {
       throw e;
     }
     const after = lstatSync(file, { bigint: true, throwIfNoEntry: false });
-    if (after && sameVersion(before, after)) return { kind: 'link', value, stamp: statToStamp(after) };
+    if (after && sameVersion(before, after)) return { kind: 'link', value, stamp: statToStamp(after), stats: after };
   }
 }
 

@@ -365,12 +365,13 @@ export class TreeWatcher {
       if (!known && !isValidKey(key)) return;
       const found = await readOnDisk(file);
       if (found.kind !== 'link') return this.#check(key, emit, shallow);
-      const after = await fsp.lstat(file, { bigint: true }).catch(() => null);
       const entry = toEntry(key, found);
       const current = this.#links.get(key);
-      this.#links.set(key, {
-        entry, ino: after?.ino ?? 0n, mtimeNs: after?.mtimeNs ?? 0n, ctimeNs: after?.ctimeNs ?? 0n,
-      });
+      // The version the value was read from, not a later lstat: a link replaced after the
+      // read would be remembered with the new inode and the old value, and every later
+      // check (events, rescans, full ones) would take it as known and skip it for good.
+      const { ino, mtimeNs, ctimeNs } = found.stats;
+      this.#links.set(key, { entry, ino, mtimeNs, ctimeNs });
       if (!current) this.#childrenOf(parentKey(key)).add(key);
       if (current && current.entry.value === entry.value && current.entry.stamp === entry.stamp) return;
       if (emit) this.#emit({ kind: 'set', key, value: entry.value, stamp: entry.stamp, previous: current?.entry ?? null });

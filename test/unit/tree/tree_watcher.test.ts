@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import fs, { lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 
 import { MarsTree, TreeWatcher, type TreeChange } from '../../../src/tree/index.js';
 import { FULL_RESCAN_EVERY } from '../../../src/tree/tree_watcher.js';
@@ -121,6 +121,46 @@ describe('TreeWatcher', () => {
     latencies.sort((a, b) => a - b);
     const p = (q: number): string => latencies[Math.floor(q * (latencies.length - 1))]!.toFixed(2);
     console.log(`      rename -> event latency: median ${p(0.5)} ms, p99 ${p(0.99)} ms`);
+  });
+
+  it('TreeWatcher - a link replaced right after the watcher read it is not taken as known: its new value arrives', async () => {
+    // The watcher remembers each link's inode version to skip events for links it has
+    // read. That version must be the one the value came from: taken by a later lstat, a
+    // link replaced in between was remembered with the old value and the new inode, and
+    // every later event and rescan skipped it as known, for good (a daemon that never saw
+    // a switch flip). The replacement is made right after the read's last lstat.
+    const key = 'resource-r0/size';
+    const file = `${tmp.dir}/${key}`;
+    const w = await start(0);
+    await w.idle();
+    const lstat = fs.promises.lstat;
+    const readlink = fs.promises.readlink;
+    let readValue = false;
+    let replaced = false;
+    const replace = (): void => {
+      replaced = true;
+      symlinkSync('3', `${file}.tmp`);
+      lutimesSync(`${file}.tmp`, 4_000_000_000, 4_000_000_000);
+      renameSync(`${file}.tmp`, file);
+    };
+    fs.promises.readlink = (async (...args: Parameters<typeof readlink>) => {
+      if (args[0] === file) readValue = true;
+      return readlink(...args);
+    }) as typeof readlink;
+    fs.promises.lstat = (async (...args: Parameters<typeof lstat>) => {
+      const st = await lstat(...args);
+      if (args[0] === file && readValue && !replaced) replace();
+      return st;
+    }) as typeof lstat;
+    try {
+      await tree.set(key, '2');
+      await until(() => replaced, 2000, 'the replacement');
+      await until(() => w.entries().get(key)?.value === '3', 2000, 'the replaced value');
+    } finally {
+      fs.promises.lstat = lstat;
+      fs.promises.readlink = readlink;
+    }
+    expect(changes.map((c) => c.kind === 'set' ? c.value : null)).to.deep.equal(['2', '3']);
   });
 
   it('TreeWatcher - sees tombstones, removals, new and removed directories', async () => {
