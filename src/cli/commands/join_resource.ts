@@ -10,13 +10,13 @@ import path from 'node:path';
 import { native } from '../../dataplane/native.js';
 import { parseLogName, parseReplayValue, replayValue } from '../../replication/log_names.js';
 import {
-  actualKey, checkName, dataKey, deviceKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, versionKey,
+  actualKey, checkName, dataKey, deviceKey, hostActualKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, versionKey,
   type MarsTree,
 } from '../../tree/index.js';
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { ProgressBar } from '../progress.js';
-import { daemonAlive, openTree, timeoutMs, waitFor } from '../tree_access.js';
+import { ALIVE_WINDOW_MS, daemonAlive, openTree, timeoutMs, waitFor } from '../tree_access.js';
 
 export async function joinResource(ctx: CommandContext): Promise<number> {
   const [resArg, diskArg] = ctx.args as [string, string];
@@ -80,16 +80,37 @@ export async function awaitSync(ctx: CommandContext, tree: MarsTree, res: string
     }
     if (done >= size) break;
     if (Date.now() - lastChange > timeoutMs(ctx)) {
-      const alive = await daemonAlive(tree);
       throw new CommandError(`sync of ${res} made no progress for ${Math.round(timeoutMs(ctx) / 1000)} s (${done} of ${size} bytes)` +
-        (alive ? '; check `marsadm view` for the primary\'s connection, then rerun this command to keep waiting'
-          : `; the daemon on ${tree.host} is not running: start it and rerun this command`));
+        `${await whySyncWaits(tree, res)}, then rerun this command to keep waiting`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
   bar?.done();
   if (!ctx.options['json']) ctx.out.write(`sync of ${res} done; the disk is consistent once replay passes the primary's position at sync end (marsadm view ${res})\n`);
   return 0;
+}
+
+/**
+ * What the daemon's indicators say about a sync that does not move, as "; <reason>; <fix>":
+ * an operator at 3 a.m. (and a CI log) needs the cause, not only the symptom.
+ */
+async function whySyncWaits(tree: MarsTree, res: string): Promise<string> {
+  const me = tree.host;
+  if (!(await daemonAlive(tree))) return `; the daemon on ${me} is not running: start it`;
+  const indicator = (name: string) => tree.getValue(actualKey(res, me, name));
+  if ((await indicator('is-attached')) !== '1') return `; ${res} is not attached on ${me}: marsadm attach ${res}`;
+  if ((await tree.getValue(todoKey(res, me, 'sync'))) !== '1') return `; sync is paused on ${me}: marsadm resume-sync ${res}`;
+  const code = (await indicator('replay-code')) ?? '0';
+  if (code.startsWith('-')) return `; the replica on ${me} stopped: ${code.slice(code.indexOf(',') + 1)}`;
+  const primary = await tree.getValue(primaryKey(res));
+  if (!primary || primary === '(none)') return `; ${res} has no designated primary to sync from: marsadm primary ${res} on the survivor`;
+  const heard = await tree.get(hostActualKey(primary, 'time'));
+  const silentS = heard ? Math.round((Date.now() - heard.stamp / 1000) / 1000) : Infinity;
+  if (silentS * 1000 > ALIVE_WINDOW_MS) {
+    return `; nothing heard from the primary ${primary} for ${Number.isFinite(silentS) ? `${silentS} s` : 'ever'}: check the link to it (marsadm view)`;
+  }
+  const syncing = (await indicator('is-syncing')) === '1';
+  return `; the primary ${primary} is reachable and the daemon on ${me} says it is ${syncing ? '' : 'not '}syncing: see its log (journalctl -u phobos-daemon)`;
 }
 
 export async function leaveResource(ctx: CommandContext): Promise<number> {
