@@ -22,7 +22,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -288,21 +287,13 @@ private:
 			d->link_end = links_.size();
 			return kCached;
 		}
-		int fd = openat(rootfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		struct timespec now;
-		if (fd < 0 || fstat(fd, &st) != 0 || clock_gettime(CLOCK_REALTIME, &now) != 0) {
-			if (fd >= 0)
-				close(fd);
-			return gone(d);
-		}
-		// The version before the listing: a change during it moves the version again.
-		bool settled = ns_of(st.st_ctim) < ns_of(now) - settle_ns_;
+		std::string version;
 		std::vector<Link> links;
 		std::vector<std::string> names;
-		if (walk(fd, std::string(d->key), false, &links, &names) != 0)
-			return gone(d);	// walk closed fd
+		if (!list_dir(rootfd, std::string(d->key), false, settle_ns_, &version, &links, &names))
+			return gone(d);
 		reread_++;
-		d->version = keep(settled ? dir_version(st) : "");
+		d->version = keep(std::move(version));
 		for (std::string &name : names)
 			subdirs->push_back(keep(std::move(name)));
 		for (Link &l : links)

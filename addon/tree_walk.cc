@@ -138,7 +138,7 @@ Napi::Object links_object(Napi::Env env, const std::vector<Link> &links)
 	return o;
 }
 
-int64_t ns_of(const struct timespec &t)
+static int64_t ns_of(const struct timespec &t)
 {
 	return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
@@ -147,6 +147,28 @@ std::string dir_version(const struct stat &st)
 {
 	return std::to_string(static_cast<uint64_t>(st.st_ino)) + ":" + std::to_string(ns_of(st.st_mtim)) +
 	       ":" + std::to_string(ns_of(st.st_ctim));
+}
+
+bool list_dir(int rootfd, const std::string &key, bool stamps, int64_t settle_ns, std::string *version,
+	      std::vector<Link> *out, std::vector<std::string> *subdirs)
+{
+	int fd = openat(rootfd, key.empty() ? "." : key.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	struct stat st;
+	struct timespec now;
+	if (fstat(fd, &st) != 0 || clock_gettime(CLOCK_REALTIME, &now) != 0) {
+		close(fd);
+		return false;
+	}
+	// The version is taken before the listing, so any later change moves it. It counts
+	// only if the directory had been quiet for settle_ns: a change in the same timestamp
+	// granule would not move it.
+	bool settled = ns_of(st.st_ctim) < ns_of(now) - settle_ns;
+	if (walk(fd, key, stamps, out, subdirs) != 0)
+		return false;	// walk closed fd
+	*version = settled ? dir_version(st) : "";
+	return true;
 }
 
 namespace {
@@ -278,23 +300,10 @@ public:
 		versions_.resize(dirs_.size());
 		state_.assign(dirs_.size(), kGone);
 		for (size_t i = 0; i < dirs_.size(); i++) {
-			const char *rel = dirs_[i].empty() ? "." : dirs_[i].c_str();
-			int fd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (fd < 0)
-				continue;	// gone or no longer a directory: the caller re-checks it
-			struct stat st;
-			struct timespec now;
-			if (fstat(fd, &st) != 0 || clock_gettime(CLOCK_REALTIME, &now) != 0) {
-				close(fd);
+			// Gone, no longer a directory or a failed listing: the caller re-checks it.
+			if (!list_dir(rootfd, dirs_[i], true, settle_ns_, &versions_[i], &links_, &subdirs_))
 				continue;
-			}
-			// The version is taken before the listing, so any later change moves it. It
-			// counts only if the directory had been quiet for settle_ns: a change in the
-			// same timestamp granule would not move it.
-			versions_[i] = dir_version(st);
-			if (walk(fd, dirs_[i], true, &links_, &subdirs_) != 0)
-				continue;	// walk closed fd; a failed listing is re-checked by the caller
-			state_[i] = ns_of(st.st_ctim) < ns_of(now) - settle_ns_ ? kSettled : kRecent;
+			state_[i] = versions_[i].empty() ? kRecent : kSettled;
 		}
 		close(rootfd);
 	}

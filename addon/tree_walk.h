@@ -27,10 +27,15 @@ struct Link {
 int walk(int dirfd, const std::string &prefix, bool stamps, std::vector<Link> *out,
 	 std::vector<std::string> *subdirs = nullptr);
 
-int64_t ns_of(const struct timespec &t);
-
 // "ino:mtime_ns:ctime_ns", the same text TreeWatcher builds from a BigIntStats.
 std::string dir_version(const struct stat &st);
+
+// List the directory `key` ('' for the root) under rootfd into out and subdirs, as walk
+// does. False if it is gone, no directory, or the listing failed. Else *version is its
+// version before the listing, or '' if it changed within settle_ns of it (not to be
+// trusted yet: a change in the same timestamp granule would not move it).
+bool list_dir(int rootfd, const std::string &key, bool stamps, int64_t settle_ns, std::string *version,
+	      std::vector<Link> *out, std::vector<std::string> *subdirs);
 
 // { keys, values, stamps }: three parallel arrays are much cheaper to build than one
 // object per link.
