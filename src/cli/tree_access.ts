@@ -4,7 +4,10 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { actualKey, hostActualKey, MarsTree, resolveTreeLocation, sizeKey, type LamportStamp } from '../tree/index.js';
+import { actualKey, hostActualKey, sizeKey } from '../tree/keys.js';
+import { MarsTree } from '../tree/mars_tree.js';
+import { resolveTreeLocation } from '../tree/tree_location.js';
+import type { LamportStamp } from '../tree/types.js';
 import type { CommandContext } from './command.js';
 import { CommandError } from './errors.js';
 import { timeoutMs } from './options.js';

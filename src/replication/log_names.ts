@@ -2,7 +2,7 @@
  * Log file names and replay positions: `log-000000007-alpha` is log 7 written by alpha
  * (its origin); a position is a log and a byte offset in it, ordered by (seq, offset).
  */
-import { NAME_SOURCE } from '../tree/index.js';
+import { NAME_SOURCE } from '../tree/names.js';
 
 const LOG_NAME = new RegExp(`^log-([0-9]{9})-(${NAME_SOURCE})$`);
 

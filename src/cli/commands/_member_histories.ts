@@ -6,7 +6,7 @@
 import { parseLogName, parsePositionValue, parseReplayValue, type LogPosition } from '../../replication/log_names.js';
 import type { HostHistory } from '../../replication/split_brain.js';
 import { parseVersion, type VersionLink } from '../../replication/versions.js';
-import { actualKey, replayKey, resourceDir } from '../../tree/index.js';
+import { actualKey, replayKey, resourceDir } from '../../tree/keys.js';
 
 /** The part of a tree snapshot this needs. */
 export interface TreeValues {
