@@ -49,9 +49,9 @@ const MEMBERS = process.env['PHOBOS_BENCH_MEMBERS'] === 'primary-only' ? 'primar
 const RESOURCE_BYTES = 1 << 20;
 /**
  * The idle window: 5 minutes, so it holds one of each periodic safety net (the daemon's
- * full pass, each peer link's resync from 0, every 5 min) and ten rounds of the replicas'
- * 30 s wake-ups. A shorter window measured whichever of them it happened to catch: the
- * same code gave 9-20 % depending on where the 5-minute work fell.
+ * full pass, each peer link's resync from 0, every 5 min) and two or three rounds of the
+ * replicas' 120 s idle wake-ups. A shorter window measured whichever of them it happened
+ * to catch: the same code gave 9-20 % depending on where the 5-minute work fell.
  */
 const IDLE_SECONDS = Number(process.env['PHOBOS_BENCH_IDLE_SECONDS'] ?? 300);
 const BASELINE_IDLE_SECONDS = 10;

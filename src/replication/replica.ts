@@ -77,14 +77,16 @@ const READ_WINDOW = 8;
 const LONG_POLL_MS = 1000;
 /**
  * Longest sleep of a loop with nothing to do. Tree changes for the resource (switches,
- * version links, the origin's published log end) wake the loops at once (kick), so this
- * only bounds how long a missed wake-up could delay them; an idle daemon with 1000
- * resources must not poll each of them every second. Not longer yet: with 120 s (most of
- * a secondary daemon's steady idle cost gone) `invalidate` in the system tier's emergency
- * test once saw no sync progress for 60 s: probably a path that waits for this timeout
- * instead of a wake-up (docs/benchmarks.md, session 22).
+ * version links, the origin's published log end), a peer coming up and fetched bytes wake
+ * the loops at once, so this only bounds how long a missed wake-up could delay them. At
+ * 30 s, 1000 idle replicas' three loops made 100 loop turns a second, most of a secondary
+ * daemon's steady idle cost (bench propagate-ssh: 9-10 ticks of 10 ms per 10 s then, 6 at
+ * 120 s in a run where a daemon without resources took 5-6; docs/benchmarks.md). Every
+ * input of the loops wakes them. A stalled sync blamed on this timeout in December also
+ * happened with 30 s, so no wake-up healed it: most likely a value the daemon's tree held
+ * wrongly (a TreeWatcher race since fixed; docs/benchmarks.md, 2026-12-07).
  */
-const IDLE_WAIT_MS = 30_000;
+const IDLE_WAIT_MS = 120_000;
 /** How long stop() waits at most for the fetch and sync loops to end. */
 const STOP_WAIT_MS = 1000;
 /** How long the replay loop waits for a peer's list of logs. */
@@ -848,7 +850,7 @@ export class Replica {
         this.syncBuffers = null;
         this.setState({ syncing: false });
         // Published: from now on the tree says synced, and the idle check above reads the
-        // daemon's copy instead of this host's tree every 30 s for as long as we run.
+        // daemon's copy instead of this host's tree at every wake-up for as long as we run.
         progress = null;
         ahead = null;
       }
