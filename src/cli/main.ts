@@ -138,6 +138,18 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
   return new Promise((resolve) => stream.write('', () => resolve()));
 }
 
+/**
+ * A reader that went away (`marsadm view | head -1`) is the reader's choice, not a failure:
+ * without a handler node dies of the EPIPE with a stack trace, possibly in the middle of
+ * a state change. The rest of the output is dropped and the command ends as it would
+ * have; any other error on the stream still ends the process.
+ */
+function ignoreClosedReader(stream: NodeJS.WriteStream): void {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
+}
+
 // Run when executed directly (the bin, through its symlink), not when imported by tests.
 if (isEntryPoint()) {
   const argv = process.argv.slice(2);
@@ -149,6 +161,8 @@ if (isEntryPoint()) {
   // and no slower at 5000 resources. Only views: the daemon, peer-serve and log-cat run
   // long or loop over big inputs, where optimized code wins.
   if (view) setFlagsFromString('--max-opt=1');
+  ignoreClosedReader(process.stdout);
+  ignoreClosedReader(process.stderr);
   main(argv).then(async (code) => {
     process.exitCode = code;
     // A view has nothing left to do once its output is out; exiting then spares node

@@ -108,4 +108,24 @@ describe('marsadm view: the process', () => {
     expect(code).to.equal(0);
     expect(JSON.parse(Buffer.concat(chunks).toString()).resources).to.have.length(RESOURCES);
   });
+
+  it('view - a reader that closes the pipe at once (| head -0) ends the view quietly, exit 0', async function () {
+    this.timeout(60_000);
+    const root = tmp.file('mars-closed');
+    const tree = await MarsTree.open({ root, host: 'alpha', create: true, requireCluster: false });
+    await tree.set(UUID_KEY, '01234567-89ab-cdef-0123-456789abcdef');
+    await tree.set(sizeKey('r1'), String(1 << 20));
+    await tree.set(dataKey('r1', 'alpha'), '/dev/disk-r1');
+    const main = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url));
+    for (const argv of [['view', '--json'], ['view']]) {
+      const child = spawn(process.execPath, ['--import', 'tsx', main, '--root', root, '--host', 'alpha', ...argv],
+        { env: { ...process.env, PHOBOS_NO_SYSLOG: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy(); // our end of the pipe closes before marsadm writes a byte
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(err, argv.join(' ')).to.equal('');
+      expect(code, argv.join(' ')).to.equal(0);
+    }
+  });
 });
