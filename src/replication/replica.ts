@@ -81,10 +81,9 @@ const LONG_POLL_MS = 1000;
  * the loops at once, so this only bounds how long a missed wake-up could delay them. At
  * 30 s, 1000 idle replicas' three loops made 100 loop turns a second, most of a secondary
  * daemon's steady idle cost (bench propagate-ssh: 9-10 ticks of 10 ms per 10 s then, 6 at
- * 120 s in a run where a daemon without resources took 5-6; docs/benchmarks.md). Every
- * input of the loops wakes them. A stalled sync blamed on this timeout in December also
- * happened with 30 s, so no wake-up healed it: most likely a value the daemon's tree held
- * wrongly (a TreeWatcher race since fixed; docs/benchmarks.md, 2026-12-07).
+ * 120 s in a run where a daemon without resources took 5-6; docs/benchmarks.md). A stalled
+ * sync once blamed on this timeout also happened at 30 s, so it was no missed wake-up
+ * (docs/benchmarks.md, 2026-12-07).
  */
 const IDLE_WAIT_MS = 120_000;
 /** How long stop() waits at most for the fetch and sync loops to end. */

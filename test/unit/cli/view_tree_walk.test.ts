@@ -87,6 +87,13 @@ describe('marsadm view: the process', () => {
   });
   after(() => tmp.remove());
 
+  /** marsadm as its own process (main.ts run directly), stdout and stderr pipes. */
+  const spawnMarsadm = (root: string, argv: string[]) => {
+    const main = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url));
+    return spawn(process.execPath, ['--import', 'tsx', main, '--root', root, '--host', 'alpha', ...argv],
+      { env: { ...process.env, PHOBOS_NO_SYSLOG: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  };
+
   it('view --json - all of a long output reaches a slow reader before the process exits', async function () {
     this.timeout(120_000);
     const root = tmp.file('mars');
@@ -97,9 +104,8 @@ describe('marsadm view: the process', () => {
       await tree.set(sizeKey(`r${i}`), String(1 << 20));
       await tree.set(dataKey(`r${i}`, 'alpha'), `/dev/disk-r${i}`);
     }
-    const main = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--import', 'tsx', main, '--root', root, '--host', 'alpha', 'view', '--json'],
-      { env: { ...process.env, PHOBOS_NO_SYSLOG: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawnMarsadm(root, ['view', '--json']);
+    child.stderr.pipe(process.stderr);
     const chunks: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => chunks.push(d));
     child.stdout.pause();
@@ -116,10 +122,8 @@ describe('marsadm view: the process', () => {
     await tree.set(UUID_KEY, '01234567-89ab-cdef-0123-456789abcdef');
     await tree.set(sizeKey('r1'), String(1 << 20));
     await tree.set(dataKey('r1', 'alpha'), '/dev/disk-r1');
-    const main = fileURLToPath(new URL('../../../src/cli/main.ts', import.meta.url));
     for (const argv of [['view', '--json'], ['view']]) {
-      const child = spawn(process.execPath, ['--import', 'tsx', main, '--root', root, '--host', 'alpha', ...argv],
-        { env: { ...process.env, PHOBOS_NO_SYSLOG: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawnMarsadm(root, argv);
       child.stdout.destroy(); // our end of the pipe closes before marsadm writes a byte
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
