@@ -148,7 +148,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     }),
   verb('leave-cluster', '', 'stop being a member (leave every resource first)', 'cluster', 0, 0,
     async () => (await import('./commands/join_cluster.js')).leaveCluster),
-  verb('wait-cluster', '', 'wait until every peer has answered (its daemon published a newer time)', 'cluster', 0, 0,
+  verb('wait-cluster', '', 'wait until every peer\'s daemon has answered a ping (or published a newer heartbeat)', 'cluster', 0, 0,
     async () => (await import('./commands/cluster_sync.js')).waitCluster),
   verb('update-cluster', '', 'pull the whole tree from every peer now', 'cluster', 0, 0,
     async () => (await import('./commands/cluster_sync.js')).updateCluster, { options: TRANSPORT_OPTIONS }),

@@ -16,7 +16,7 @@ export interface DaemonOptions {
   readonly runDir?: string;
   /** Reconcile at least this often even without tree events, ms. @default 1000 */
   readonly reconcileIntervalMs?: number;
-  /** Publish `actual-<host>/time` this often (liveness), ms. @default 2000 */
+  /** Publish `actual-<host>/time` this often (liveness), ms. @default HEARTBEAT_MS (4000) */
   readonly aliveIntervalMs?: number;
   /** Where log lines go (one line each, no trailing newline). @default stderr */
   readonly log?: (line: string) => void;

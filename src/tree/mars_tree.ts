@@ -37,7 +37,7 @@ type Link = Extract<OnDisk, { kind: 'link' }>;
  * The tree lock and the clock live in `<root>/.phobos/`, not in the root itself: every
  * mutation opens and writes both, and in the root each write fired whatever watches the
  * root directory (the global systemd path unit `PathChanged=/mars`, which started a
- * oneshot every 2 s, at each heartbeat).
+ * oneshot at each heartbeat).
  */
 const STATE_DIR = '.phobos';
 

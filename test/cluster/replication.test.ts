@@ -3,7 +3,7 @@
  * primary reach both secondaries byte for byte; pause/resume of fetch and replay; a
  * copy fetched through the window of reads is byte-identical to the origin's log; a
  * corrupted log copy is fetched again; a corrupted origin stops replay with DefectiveLog;
- * a join whose disk is almost a copy transfers only the changed blocks.
+ * a join whose disk is almost a copy transfers only the changed blocks; wait-cluster.
  */
 import { closeSync, copyFileSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -52,6 +52,23 @@ describe('cluster tier: replication over the pipe transport (3 hosts)', function
   after(async () => {
     await device?.disconnect().catch(() => undefined);
     await cluster?.remove();
+  });
+
+  it('wait-cluster is answered by every peer\'s daemon; an isolated peer is named', async () => {
+    const nonce = async () => alpha.getLink('actual-alpha/ping-gamma');
+    expect((await alpha.ok('wait-cluster', '--timeout', '20')).trim()).to.equal('every peer answered');
+    // The echo comes from gamma's daemon and reaches alpha through the tree.
+    await eventually('gamma\'s echo of alpha\'s ping', async () => (await alpha.getLink('actual-gamma/pong-alpha')) === (await nonce()));
+    cluster.isolate(gamma);
+    try {
+      await new Promise((r) => setTimeout(r, 600)); // the cut takes effect within 200 ms (cutNow)
+      const r = await alpha.marsadm('wait-cluster', '--timeout', '2');
+      expect(r.code).to.equal(1);
+      expect(r.err).to.match(/^no answer from gamma within 2 s; /);
+    } finally {
+      cluster.rejoin(gamma);
+    }
+    expect((await alpha.ok('wait-cluster', '--timeout', '60')).trim()).to.equal('every peer answered');
   });
 
   it('a joining host gets every byte by fast full sync, then by replay', async () => {

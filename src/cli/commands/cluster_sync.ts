@@ -1,8 +1,10 @@
 /**
- * marsadm wait-cluster: wait until every peer has answered, i.e. its daemon published an
- * `actual-<peer>/time` newer than when we started (it reached us through the tree).
+ * marsadm wait-cluster: wait until every peer has answered: its daemon echoed our ping, or
+ * published an `actual-<peer>/time` newer than when we started (it reached us through the tree).
  * marsadm update-cluster: pull the whole tree from every peer now.
  */
+import { randomBytes } from 'node:crypto';
+
 import { PeerLink } from '../../peer/index.js';
 import { hostActualKey, type MarsTree } from '../../tree/index.js';
 import type { CommandContext } from '../command.js';
@@ -22,22 +24,51 @@ async function peers(tree: MarsTree): Promise<Map<string, string>> {
 export async function waitCluster(ctx: CommandContext): Promise<number> {
   const tree = await openTree(ctx);
   const started = Date.now() * 1000;
-  const waiting = new Set((await peers(tree)).keys());
+  const waiting = new Map<string, Ping>();
+  for (const host of (await peers(tree)).keys()) waiting.set(host, await ping(tree, host));
   const deadline = Date.now() + timeoutMs(ctx);
   while (waiting.size) {
-    for (const host of [...waiting]) {
-      const time = await tree.get(hostActualKey(host, 'time'));
-      if (time && time.value !== null && time.stamp > started) waiting.delete(host);
+    for (const [host, sent] of waiting) {
+      if (await answered(tree, host, sent, started)) waiting.delete(host);
     }
     if (!waiting.size) break;
     if (Date.now() > deadline) {
-      throw new CommandError(`no answer from ${[...waiting].join(', ')} within ${Math.round(timeoutMs(ctx) / 1000)} s; ` +
+      throw new CommandError(`no answer from ${[...waiting.keys()].join(', ')} within ${Math.round(timeoutMs(ctx) / 1000)} s; ` +
         'check that their daemons run and that this daemon reaches them (marsadm view shows each peer\'s link)');
     }
     await new Promise((r) => setTimeout(r, 100));
   }
   ctx.out.write('every peer answered\n');
   return 0;
+}
+
+interface Ping {
+  readonly nonce: string;
+  readonly stamp: number;
+}
+
+/**
+ * Ask host's daemon for an answer now rather than at its next heartbeat: write a nonce to
+ * `actual-<me>/ping-<host>`, which daemon.ts answersPing echoes in `actual-<host>/pong-<me>`.
+ * While an echo is still due (a handover on this host waits for it, primary.ts pingOld)
+ * its nonce is stamped anew instead of replaced, so that handover still gets its echo.
+ */
+async function ping(tree: MarsTree, host: string): Promise<Ping> {
+  const pong = await tree.getValue(hostActualKey(host, `pong-${tree.host}`));
+  const written = await tree.update(hostActualKey(tree.host, `ping-${host}`),
+    (current) => (current?.value && current.value !== pong ? current.value : randomBytes(8).toString('hex')));
+  return { nonce: written!.value!, stamp: written!.stamp };
+}
+
+/**
+ * The peer has answered once it echoed our ping, or published a heartbeat newer than our
+ * start (a daemon that answers no pings).
+ */
+async function answered(tree: MarsTree, host: string, ping: Ping, started: number): Promise<boolean> {
+  const pong = await tree.get(hostActualKey(host, `pong-${tree.host}`));
+  if (pong && pong.value === ping.nonce && pong.stamp > ping.stamp) return true;
+  const time = await tree.get(hostActualKey(host, 'time'));
+  return time !== undefined && time.value !== null && time.stamp > started;
 }
 
 export async function updateCluster(ctx: CommandContext): Promise<number> {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { parseWaitCondition } from '../../../src/cli/commands/wait.js';
-import { actualKey } from '../../../src/tree/index.js';
+import { actualKey, hostActualKey, type MarsTree } from '../../../src/tree/index.js';
 import { daemonBeat, marsadm, treeFixture, type TreeFixture } from './_cli_fixture.js';
 
 process.env['PHOBOS_NO_SYSLOG'] = '1';
@@ -87,5 +87,57 @@ describe('marsadm wait-resource and wait-umount', () => {
     const r = await marsadm(...fx.args, '--timeout', '1', 'wait-umount', 'r1');
     expect(r.code).to.equal(1);
     expect(r.err).to.match(/^timed out after 1 s waiting for every member of r1 \(alpha, beta\) to close its device \(actual-<host>\/open-count = 0\) on alpha; /);
+  });
+});
+
+describe('marsadm wait-cluster', () => {
+  let fx: TreeFixture;
+  beforeEach(async () => {
+    fx = await treeFixture('r1', ['alpha', 'beta']);
+    await fx.tree.set('ips/ip-alpha', '10.0.0.1');
+    await fx.tree.set('ips/ip-beta', '10.0.0.2');
+    await daemonBeat(fx.tree);
+  });
+  afterEach(() => fx.remove());
+
+  /** beta's daemon: echo alpha's ping (stamped after `after`) the moment it is there (daemon.ts answersPing). */
+  async function echoPing(beta: MarsTree, after = 0): Promise<string> {
+    for (;;) {
+      const ping = await fx.tree.get(hostActualKey('alpha', 'ping-beta'));
+      if (ping?.value && ping.stamp > after) {
+        await beta.set(hostActualKey('beta', 'pong-alpha'), ping.value);
+        return ping.value;
+      }
+      await sleep(20);
+    }
+  }
+
+  it('wait-cluster - returns once the peer echoes its ping, without waiting for a heartbeat', async () => {
+    const beta = await fx.as('beta');
+    const [r, nonce] = await Promise.all([marsadm(...fx.args, 'wait-cluster', '--timeout', '5'), echoPing(beta)]);
+    expect(r.code, r.err).to.equal(0);
+    expect(r.out).to.equal('every peer answered\n');
+    expect(nonce).to.match(/^[0-9a-f]{16}$/);
+  });
+
+  it('wait-cluster - an old echo does not count; --timeout names the silent peer', async () => {
+    const beta = await fx.as('beta');
+    await fx.tree.set(hostActualKey('alpha', 'ping-beta'), 'feedfacefeedface');
+    await beta.set(hostActualKey('beta', 'pong-alpha'), 'feedfacefeedface');
+    const r = await marsadm(...fx.args, 'wait-cluster', '--timeout', '1');
+    expect(r.code, r.err).to.equal(1);
+    expect(r.err).to.match(/^no answer from beta within 1 s; check that their daemons run/);
+    const ping = await fx.tree.getValue(hostActualKey('alpha', 'ping-beta'));
+    expect(ping, 'a fresh nonce once the last one was echoed').to.match(/^[0-9a-f]{16}$/).and.not.equal('feedfacefeedface');
+  });
+
+  it('wait-cluster - keeps the nonce a handover still waits for, and is answered by its echo', async () => {
+    const beta = await fx.as('beta');
+    const handover = await fx.tree.set(hostActualKey('alpha', 'ping-beta'), 'c0ffeec0ffeec0ff');
+    const [r] = await Promise.all([marsadm(...fx.args, 'wait-cluster', '--timeout', '5'), echoPing(beta, handover!.stamp)]);
+    expect(r.code, r.err).to.equal(0);
+    const ping = (await fx.tree.get(hostActualKey('alpha', 'ping-beta')))!;
+    expect(ping.value).to.equal('c0ffeec0ffeec0ff');
+    expect(ping.stamp).to.be.greaterThan(handover!.stamp);
   });
 });
