@@ -83,18 +83,11 @@ const LONG_POLL_MS = 1000;
  * daemon's steady idle cost (bench propagate-ssh: 9-10 ticks of 10 ms per 10 s then, 6 at
  * 120 s in a run where a daemon without resources took 5-6; docs/benchmarks.md). A stalled
  * sync once blamed on this timeout also happened at 30 s, so it was no missed wake-up
- * (docs/benchmarks.md, 2026-12-07).
+ * (docs/benchmarks.md, 2026-12-07). The same for every replica, so replicas started
+ * together wake together: drawn anew within +-25 % for each wait, they cost a secondary's
+ * daemon more CPU spread out than in one burst (docs/benchmarks.md, 2026-12-08).
  */
 const IDLE_WAIT_MS = 120_000;
-/**
- * IDLE_WAIT_MS give or take a quarter, drawn anew for each wait. Replicas start together
- * (every one of them when the daemon starts), and with one fixed timeout they stayed in
- * step: at 1000 replicas a secondary's daemon spent 0.3-0.5 s of CPU at once every 120 s,
- * delaying whatever else it had to do then (bench propagate-ssh's timeline).
- */
-function idleWaitMs(): number {
-  return IDLE_WAIT_MS * (0.75 + Math.random() / 2);
-}
 /** How long stop() waits at most for the fetch and sync loops to end. */
 const STOP_WAIT_MS = 1000;
 /** How long the replay loop waits for a peer's list of logs. */
@@ -309,13 +302,13 @@ export class Replica {
       const pos = await this.position();
       if (!pos || this.state.replayCode !== '0' || !this.mayFetch() || !(await this.switchOn('connect'))) {
         this.setState({ fetching: false });
-        await this.wake.fetch.wait(idleWaitMs());
+        await this.wake.fetch.wait(IDLE_WAIT_MS);
         continue;
       }
       const target = await this.fetchTarget(pos);
       if (target && (await this.caughtUpWithOrigin(target))) {
         this.setState({ fetching: false });
-        await this.wake.fetch.wait(idleWaitMs());
+        await this.wake.fetch.wait(IDLE_WAIT_MS);
         continue;
       }
       const origin = target ? parseLogName(target)!.origin : '';
@@ -534,7 +527,7 @@ export class Replica {
       const pos = await this.position();
       if (!pos || this.state.replayCode !== '0' || !(await this.switchOn('allow-replay'))) {
         this.setState({ replaying: false });
-        await this.wake.replay.wait(idleWaitMs());
+        await this.wake.replay.wait(IDLE_WAIT_MS);
         continue;
       }
       this.setState({ replaying: true });
@@ -548,7 +541,7 @@ export class Replica {
           await this.savePosition(false);
           if (await this.stranded(pos)) continue;
           // Until more is fetched; the last position is saved once its interval is over.
-          const idle = this.strandedSince > 0 ? STRANDED_RECHECK_MS : idleWaitMs();
+          const idle = this.strandedSince > 0 ? STRANDED_RECHECK_MS : IDLE_WAIT_MS;
           await this.waitForFetch(this.savedValue === replayValue(pos) ? idle : SAVE_INTERVAL_MS);
         }
         continue;
@@ -820,7 +813,7 @@ export class Replica {
       // Idle and synced (the daemon's copy says so, and we are not mid-sync): nothing to read.
       if (!progress && this.opts.treeValue?.(syncKey) === String(this.opts.sizeBytes)) {
         this.setState({ syncing: false });
-        await this.wake.sync.wait(idleWaitMs());
+        await this.wake.sync.wait(IDLE_WAIT_MS);
         continue;
       }
       const stored = await this.opts.tree.get(syncKey);
@@ -834,7 +827,7 @@ export class Replica {
         if (progress) await this.publishSync(syncKey, progress);
         ahead = null;
         this.setState({ syncing: false });
-        await this.wake.sync.wait(idleWaitMs());
+        await this.wake.sync.wait(IDLE_WAIT_MS);
         continue;
       }
       if (done === 0 && !this.state.syncing) this.opts.log(`resource ${this.resource}: fast full sync from ${primary} starts`);
