@@ -86,9 +86,9 @@ export class PeerLink {
   private scheduleResync(): void {
     const ms = (this.opts.resyncIntervalMs ?? RESYNC_MS) * (0.75 + Math.random() / 2);
     this.resyncTimer = setTimeout(() => {
-      void this.resync().finally(() => {
-        if (!this.stopped) this.scheduleResync();
-      });
+      // The next one is due whether or not this one ever answers, as with a fixed interval.
+      this.scheduleResync();
+      void this.resync();
     }, ms);
     this.resyncTimer.unref();
   }

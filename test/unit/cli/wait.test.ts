@@ -102,7 +102,7 @@ describe('marsadm wait-cluster', () => {
 
   /** beta's daemon: echo alpha's ping (stamped after `after`) the moment it is there (daemon.ts answersPing). */
   async function echoPing(beta: MarsTree, after = 0): Promise<string> {
-    for (;;) {
+    for (const until = Date.now() + 5000; Date.now() < until;) {
       const ping = await fx.tree.get(hostActualKey('alpha', 'ping-beta'));
       if (ping?.value && ping.stamp > after) {
         await beta.set(hostActualKey('beta', 'pong-alpha'), ping.value);
@@ -110,6 +110,7 @@ describe('marsadm wait-cluster', () => {
       }
       await sleep(20);
     }
+    throw new Error('wait-cluster wrote no ping within 5 s');
   }
 
   it('wait-cluster - returns once the peer echoes its ping, without waiting for a heartbeat', async () => {
