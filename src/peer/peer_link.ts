@@ -19,7 +19,7 @@ export interface PeerLinkOptions {
   readonly onState?: (up: boolean) => void;
   /** @default 10000 */
   readonly pingIntervalMs?: number;
-  /** Resync this often, give or take a quarter (safety net), ms. @default RESYNC_MS (300000) */
+  /** Resubscribe from 0 this often (safety net), ms. @default 300000 */
   readonly resyncIntervalMs?: number;
   /** What the local tree holds, from memory (the daemon's TreeState); see mergeable(). */
   readonly known?: KnownEntry;
@@ -30,8 +30,6 @@ export type KnownEntry = (key: string) => { value: string | null; stamp: number 
 
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 10_000;
-/** The periodic resync's interval (safety net), ms; each one is drawn within +-25 % of it. */
-const RESYNC_MS = 300_000;
 /**
  * Of the periodic resyncs (every 5 minutes), every 12th (hourly) asks for the whole tree;
  * the others only for rows the connection was not sent (TREE_SUBSCRIBE `unsent`).
@@ -75,28 +73,14 @@ export class PeerLink {
 
   start(): void {
     void this.connect();
-    this.scheduleResync();
-  }
-
-  /**
-   * The next resync, after the interval give or take a quarter: links that start together
-   * (all of them when the daemons of a cluster start at once) otherwise stay in step, and
-   * every peer-serve of every host rescanned its tree in the same second.
-   */
-  private scheduleResync(): void {
-    const ms = (this.opts.resyncIntervalMs ?? RESYNC_MS) * (0.75 + Math.random() / 2);
-    this.resyncTimer = setTimeout(() => {
-      // The next one is due whether or not this one ever answers, as with a fixed interval.
-      this.scheduleResync();
-      void this.resync();
-    }, ms);
+    this.resyncTimer = setInterval(() => void this.resync(), this.opts.resyncIntervalMs ?? 300_000);
     this.resyncTimer.unref();
   }
 
   stop(): void {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.conn?.close();
     for (const w of this.waiters.splice(0)) w();
   }
