@@ -13,7 +13,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-  actualKey, dataKey, formatStamp, hostActualKey, MarsTree, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
+  actualKey, dataKey, formatStamp, hostActualKey, MarsTree, pongKey, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
   type TreeChange,
 } from '../tree/index.js';
 import { acquireFileLock, KernelEngine, LockTimeoutError } from '../dataplane/index.js';
@@ -42,7 +42,7 @@ const RESCAN_MS = 300_000;
  * How often the daemon publishes `actual-<host>/time`. Every beat is written here and
  * merged on every peer, and each host's daemon and peer-serves see it: on three idle hosts
  * (pipe transport, no resources) beats every 2 s cost ~1.0 % of a core per host of 1.35 %,
- * every 4 s ~0.4 %. A host counts as down once its newest beat is 10 s old
+ * every 4 s ~0.45 %. A host counts as down once its newest beat is 10 s old
  * (ALIVE_WINDOW_MS), so one beat may come late or not at all without a false alarm.
  * Nothing waits for a beat: wait-cluster and the handover ping the peer's daemon.
  */
@@ -177,17 +177,17 @@ export class Daemon {
   }
 
   /**
-   * `actual-<asker>/ping-<us>` = nonce: a planned handover on <asker> proving that its
-   * tree reaches us now and our answer reaches it (primary.ts, docs/handover.md). Echo the
-   * nonce in `actual-<us>/pong-<asker>`; no reconcile pass.
+   * `actual-<asker>/ping-<us>` = nonce: a planned handover or wait-cluster on <asker>
+   * proving that its tree reaches us now and our answer reaches it (primary.ts,
+   * cluster_sync.ts, docs/handover.md). Echo the nonce in `actual-<us>/pong-<asker>`; no
+   * reconcile pass.
    */
   private answersPing(change: TreeChange): boolean {
     const m = /^actual-([^/]+)\/ping-([^/]+)$/.exec(change.key);
     if (!m) return false;
     const [, asker, to] = m;
     if (to === this.tree.host && asker !== to && change.kind === 'set' && change.value !== null) {
-      const answer = hostActualKey(this.tree.host, `pong-${asker}`);
-      void this.tree.set(answer, change.value).catch((e: Error) => this.log(`ping from ${asker}: ${e.message}`));
+      void this.tree.set(pongKey(this.tree.host, asker!), change.value).catch((e: Error) => this.log(`ping from ${asker}: ${e.message}`));
     }
     return true;
   }

@@ -5,8 +5,8 @@
 export { TreeError, type TreeErrorCode } from './errors.js';
 export {
   actualKey, checkValue, dataKey, deviceKey, formatSeq, hostActualKey, hostKeyKey, ipKey, isValidKey, KEY_SHAPES,
-  logKey, MAX_VALUE_BYTES, mayWrite, ownerOf, parseKey, primaryKey, replayKey, resourceDir, resourceKey,
-  sizeKey, todoKey, userspaceKey, UUID_KEY, VALUE_FORMATS, versionKey,
+  logKey, MAX_VALUE_BYTES, mayWrite, ownerOf, parseKey, pingKey, pongKey, primaryKey, replayKey, resourceDir,
+  resourceKey, sizeKey, todoKey, userspaceKey, UUID_KEY, VALUE_FORMATS, versionKey,
 } from './keys.js';
 export { DEFAULT_MAX_FUTURE_MS, formatStamp, LamportClock } from './lamport_clock.js';
 export { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_STALE_TMP_MS, MarsTree } from './mars_tree.js';

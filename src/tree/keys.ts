@@ -272,6 +272,19 @@ export function hostActualKey(host: string, name: string): string {
   return built(`actual-${checkName('host', host)}/${name}`);
 }
 
+/**
+ * `actual-<asker>/ping-<peer>`: a nonce <asker> asks <peer>'s daemon to echo, to prove the
+ * link works both ways now (the planned handover's check, wait-cluster).
+ */
+export function pingKey(asker: string, peer: string): string {
+  return hostActualKey(asker, `ping-${checkName('host', peer)}`);
+}
+
+/** `actual-<peer>/pong-<asker>`: <peer>'s daemon's echo of <asker>'s last ping. */
+export function pongKey(peer: string, asker: string): string {
+  return hostActualKey(peer, `pong-${checkName('host', asker)}`);
+}
+
 export function ipKey(host: string): string {
   return built(`ips/ip-${checkName('host', host)}`);
 }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 
 import { PeerLink } from '../../peer/index.js';
-import { hostActualKey, type MarsTree } from '../../tree/index.js';
+import { hostActualKey, pingKey, pongKey, type MarsTree } from '../../tree/index.js';
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
 import { openTree, timeoutMs } from '../tree_access.js';
@@ -54,8 +54,8 @@ interface Ping {
  * its nonce is stamped anew instead of replaced, so that handover still gets its echo.
  */
 async function ping(tree: MarsTree, host: string): Promise<Ping> {
-  const pong = await tree.getValue(hostActualKey(host, `pong-${tree.host}`));
-  const written = await tree.update(hostActualKey(tree.host, `ping-${host}`),
+  const pong = await tree.getValue(pongKey(host, tree.host));
+  const written = await tree.update(pingKey(tree.host, host),
     (current) => (current?.value && current.value !== pong ? current.value : randomBytes(8).toString('hex')));
   return { nonce: written!.value!, stamp: written!.stamp };
 }
@@ -65,7 +65,7 @@ async function ping(tree: MarsTree, host: string): Promise<Ping> {
  * start (a daemon that answers no pings).
  */
 async function answered(tree: MarsTree, host: string, ping: Ping, started: number): Promise<boolean> {
-  const pong = await tree.get(hostActualKey(host, `pong-${tree.host}`));
+  const pong = await tree.get(pongKey(host, tree.host));
   if (pong && pong.value === ping.nonce && pong.stamp > ping.stamp) return true;
   const time = await tree.get(hostActualKey(host, 'time'));
   return time !== undefined && time.value !== null && time.stamp > started;

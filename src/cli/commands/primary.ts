@@ -9,7 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseLogName, parsePositionValue, parseReplayValue } from '../../replication/log_names.js';
 import { parseVersion } from '../../replication/versions.js';
 import {
-  actualKey, dataKey, hostActualKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey, versionKey, type MarsTree,
+  actualKey, dataKey, hostActualKey, pingKey, pongKey, primaryKey, replayKey, resourceDir, resourceKey, sizeKey, todoKey,
+  versionKey, type MarsTree,
 } from '../../tree/index.js';
 import type { CommandContext } from '../command.js';
 import { CommandError } from '../errors.js';
@@ -199,11 +200,11 @@ async function checkPlanned(h: Handover): Promise<void> {
  */
 async function pingOld(h: Handover): Promise<void> {
   const nonce = randomBytes(8).toString('hex');
-  await h.tree.set(hostActualKey(h.me, `ping-${h.old}`), nonce);
+  await h.tree.set(pingKey(h.me, h.old), nonce);
   const limit = Math.min(timeoutMs(h.ctx), PING_WAIT_MS);
   const started = Date.now();
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-    if ((await h.tree.getValue(hostActualKey(h.old, `pong-${h.me}`))) === nonce) return;
+    if ((await h.tree.getValue(pongKey(h.old, h.me))) === nonce) return;
     if (Date.now() - started >= limit) {
       throw new CommandError(`cannot reach the current primary ${h.old} of ${h.res} now: it did not answer within ${limit / 1000} s ` +
         `(the tree here may be stale, e.g. a cut link); check the network and retry, or if ${h.old} is really down, ` +

@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 
 import {
-  actualKey, checkValue, dataKey, hostActualKey, ipKey, KEY_SHAPES, logKey, mayWrite, ownerOf, parseKey,
-  primaryKey, replayKey, sizeKey, todoKey, userspaceKey, versionKey, type TreeError,
+  actualKey, checkValue, dataKey, hostActualKey, ipKey, KEY_SHAPES, logKey, mayWrite, ownerOf, parseKey, pingKey,
+  pongKey, primaryKey, replayKey, sizeKey, todoKey, userspaceKey, versionKey, type TreeError,
 } from '../../../src/tree/index.js';
 
 describe('tree keys', () => {
@@ -12,6 +12,9 @@ describe('tree keys', () => {
     expect(actualKey('r1', 'alpha', 'open-count')).to.equal('resource-r1/actual-alpha/open-count');
     expect(hostActualKey('alpha', 'alive')).to.equal('actual-alpha/alive');
     expect(ipKey('alpha')).to.equal('ips/ip-alpha');
+    expect(pingKey('alpha', 'beta')).to.equal('actual-alpha/ping-beta');
+    expect(pongKey('beta', 'alpha')).to.equal('actual-beta/pong-alpha');
+    expect(() => pingKey('alpha', '../x')).to.throw(/invalid host name/);
     expect(dataKey('r1', 'alpha')).to.equal('resource-r1/data-alpha');
     expect(replayKey('r1', 'alpha')).to.equal('resource-r1/replay-alpha');
     expect(logKey('r1', 7, 'alpha')).to.equal('resource-r1/log-000000007-alpha');
