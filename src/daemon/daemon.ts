@@ -14,7 +14,7 @@ import path from 'node:path';
 
 import {
   actualKey, dataKey, formatStamp, hostActualKey, MarsTree, pongKey, primaryKey, replayKey, sizeKey, todoKey, TreeWatcher,
-  type TreeChange,
+  UUID_KEY, type TreeChange,
 } from '../tree/index.js';
 import { acquireFileLock, KernelEngine, LockTimeoutError } from '../dataplane/index.js';
 import { PeerManager } from '../peer/index.js';
@@ -193,12 +193,18 @@ export class Daemon {
   }
 
   /**
-   * Liveness stamps of every host and our own indicators change all the time and ask
-   * nothing of us; a pass for each would cost every daemon CPU for every peer's heartbeat.
+   * Does a change ask for a pass? A resource's key asks for that resource's, except our own
+   * indicators (we wrote them). Outside the resources only the membership (`ips/`: a peer
+   * to link to or drop, which every replica may fetch from) and the cluster's `uuid` concern
+   * resources, and ask for a full pass; nothing a pass reads depends on any other global
+   * key (liveness stamps, pings and pongs, other hosts' indicators, `defaults*`: the
+   * space thresholds are read at each tick). A full pass for each such change, e.g. a
+   * pong on a third host or an operator's key, woke all 1000 replicas of a bench host and
+   * cost its daemon ~9 ticks of CPU each time (propagate-ssh, docs/benchmarks.md).
    */
   private matters(key: string): boolean {
-    if (/^actual-[^/]+\/(time|alive)$/.test(key)) return false;
-    return !key.startsWith('resource-') || !key.includes(`/actual-${this.tree.host}/`);
+    if (!key.startsWith('resource-')) return key.startsWith('ips/') || key === UUID_KEY;
+    return !key.includes(`/actual-${this.tree.host}/`);
   }
 
   /** Wait for the reconcile pass in progress, if any (tests use it). */
