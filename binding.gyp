@@ -13,6 +13,7 @@
         "addon/tree_walk.cc",
         "addon/tree_cache.cc",
         "addon/kernel_ctl.cc",
+        "addon/unix_datagram.cc",
         "addon/crc32c.c",
         "kernel/common/phobos_log.c"
       ],

@@ -26,6 +26,7 @@ void register_file_lock(Napi::Env env, Napi::Object exports);
 void register_tree_walk(Napi::Env env, Napi::Object exports);
 void register_tree_cache(Napi::Env env, Napi::Object exports);
 void register_kernel_ctl(Napi::Env env, Napi::Object exports);
+void register_unix_datagram(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -347,7 +348,7 @@ Napi::Value DeviceSize(const Napi::CallbackInfo &info)
 Napi::Object Init(Napi::Env env, Napi::Object exports)
 {
 	codecs_init();
-	exports.Set("abiVersion", Napi::Number::New(env, 1));
+	exports.Set("abiVersion", Napi::Number::New(env, 2));
 	exports.Set("formatVersion", Napi::Number::New(env, PHOBOS_LOG_VERSION));
 	exports.Set("maxRecordLength", Napi::Number::New(env, PHOBOS_LOG_MAX_LEN));
 	exports.Set("crc32c", Napi::Function::New(env, Crc32c));
@@ -363,6 +364,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports)
 	register_tree_walk(env, exports);
 	register_tree_cache(env, exports);
 	register_kernel_ctl(env, exports);
+	register_unix_datagram(env, exports);
 	return exports;
 }
 

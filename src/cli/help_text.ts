@@ -25,7 +25,8 @@ export function overview(): string {
   }
   lines.push('', 'Options (with every command):', ...optionLines(GLOBAL_OPTIONS), '',
     'Environment: PHOBOS_HOOK_DIR (hook scripts, default ' + DEFAULT_HOOK_DIR + '), PHOBOS_COMMAND_LOG (also append',
-    'the command log to this file), PHOBOS_NO_SYSLOG=1 (do not log commands through logger(1)),',
+    'the command log to this file), PHOBOS_NO_SYSLOG=1 (do not log commands to syslog),',
+    'PHOBOS_SYSLOG_SOCKET (syslog\'s socket, default /dev/log),',
     'PHOBOS_VIEW_CACHE=off (views list every directory of the tree instead of those that changed).', '',
     'Run `marsadm COMMAND --help` for a command\'s own options.');
   return lines.join('\n') + '\n';

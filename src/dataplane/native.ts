@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { AppendResult, CodecStatus, ReplayResult, ScanResult } from './types.js';
 
 /** ABI version this TypeScript expects; the addon reports its own. */
-export const EXPECTED_ABI = 1;
+export const EXPECTED_ABI = 2;
 
 export interface NativeLogWriter {
   open(): Promise<{ position: number; nextSeq: number; records: number; truncatedBytes: number }>;
@@ -127,6 +127,8 @@ export interface NativeAddon {
   writeBatch(fd: number, offsets: Float64Array, buffers: Uint8Array[]): Promise<void>;
   /** Size of a block device or file, bytes. */
   deviceSize(path: string): number;
+  /** One datagram to a UNIX datagram socket, never blocking: null when sent, else the errno name. */
+  sendUnixDatagram(path: string, message: string): string | null;
   /** flock(LOCK_EX|LOCK_NB): the fd, or null if another process holds the lock. */
   tryLock(path: string): number | null;
   unlock(fd: number): void;

@@ -1,8 +1,9 @@
 import { expect } from 'chai';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { formatCommandRecord, shellQuote } from '../../../src/cli/command_log.js';
+import { formatCommandRecord, shellQuote, syslogDatagram } from '../../../src/cli/command_log.js';
 import { findCommand } from '../../../src/cli/command_table.js';
 import { todoKey } from '../../../src/tree/index.js';
 import { marsadm, treeFixture, type TreeFixture } from './_cli_fixture.js';
@@ -143,4 +144,95 @@ describe('marsadm hooks and command log', () => {
     expect(r.code).to.equal(0);
     expect(r.err).to.match(/cannot append to the command log .*commands\.log \(PHOBOS_COMMAND_LOG\)/);
   });
+
+  it('command log - to syslog: one datagram per command, user.notice on success and user.err on failure', async () => {
+    const socket = fx.tmp.file('log.sock');
+    const syslog = await DatagramSink.bind(socket);
+    try {
+      delete process.env['PHOBOS_NO_SYSLOG'];
+      process.env['PHOBOS_SYSLOG_SOCKET'] = socket;
+      await marsadm(...fx.args, 'view-role', 'r1');
+      await marsadm(...fx.args, 'view-role', 'nosuch');
+      const [ok, failed] = await syslog.take(2);
+      const prefix = `marsadm\\[${process.pid}\\]: alpha: marsadm --root ${fx.root} --host alpha view-role`;
+      expect(ok).to.match(new RegExp(`^<13>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d ${prefix} r1 -> exit 0$`));
+      expect(failed).to.match(new RegExp(`^<11>.* ${prefix} nosuch -> exit 1: no resource nosuch in `));
+    } finally {
+      process.env['PHOBOS_NO_SYSLOG'] = '1';
+      delete process.env['PHOBOS_SYSLOG_SOCKET'];
+      syslog.close();
+    }
+  });
+
+  it('command log - no syslog listening: the command\'s result and output are unchanged', async () => {
+    delete process.env['PHOBOS_NO_SYSLOG'];
+    process.env['PHOBOS_SYSLOG_SOCKET'] = fx.tmp.file('nobody-listens.sock');
+    try {
+      const r = await marsadm(...fx.args, 'view-role', 'r1');
+      expect(r).to.include({ code: 0, err: '' });
+    } finally {
+      process.env['PHOBOS_NO_SYSLOG'] = '1';
+      delete process.env['PHOBOS_SYSLOG_SOCKET'];
+    }
+  });
+
+  it('command log - the syslog datagram: priority, local time as syslog(3) writes it, tag and pid', () => {
+    const at = new Date(2026, 11, 8, 3, 4, 5);
+    expect(syslogDatagram('beta: marsadm primary r1 -> exit 0', true, at, 42))
+      .to.equal('<13>Dec  8 03:04:05 marsadm[42]: beta: marsadm primary r1 -> exit 0');
+    expect(syslogDatagram('x', false, new Date(2026, 0, 18, 23, 0, 0), 7)).to.equal('<11>Jan 18 23:00:00 marsadm[7]: x');
+  });
 });
+
+/**
+ * A UNIX datagram socket standing in for /dev/log. Node cannot bind one, so a python3
+ * child does and prints each datagram as a JSON string on a line.
+ */
+class DatagramSink {
+  private lines: string[] = [];
+  private waiters: (() => void)[] = [];
+
+  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
+    let tail = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      tail += s;
+      const parts = tail.split('\n');
+      tail = parts.pop() ?? '';
+      this.lines.push(...parts);
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  static async bind(socket: string): Promise<DatagramSink> {
+    const child = spawn('python3', ['-c', [
+      'import json, socket, sys',
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      's.bind(sys.argv[1])',
+      'print("ready", flush=True)',
+      'while True: print(json.dumps(s.recv(65536).decode()), flush=True)',
+    ].join('\n'), socket]);
+    const sink = new DatagramSink(child);
+    const exited = new Promise<never>((_, reject) => child.once('exit', (code) =>
+      reject(new Error(`python3 (the test's syslog socket) exited with ${code}; install it: bash scripts/install-test-deps.sh`))));
+    exited.catch(() => undefined);
+    await Promise.race([sink.take(1), exited]);
+    return sink;
+  }
+
+  /** The next n datagrams (the first call also takes the "ready" line). */
+  async take(n: number): Promise<string[]> {
+    const deadline = Date.now() + 5000;
+    while (this.lines.length < n) {
+      if (Date.now() > deadline) throw new Error(`syslog socket got ${this.lines.length} of ${n} datagrams in 5 s`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+    return this.lines.splice(0, n).map((l) => (l === 'ready' ? l : JSON.parse(l) as string));
+  }
+
+  close(): void {
+    this.child.kill();
+  }
+}
