@@ -60,9 +60,9 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
  * `<13>Dec  8 03:30:00 marsadm[4711]: alpha: marsadm view -> exit 0` (RFC 3164, local time;
  * journald takes `marsadm` as the identifier). Sent by the addon, since Node has no UNIX
  * datagram sockets: starting logger(1) cost each run the child_process modules and a
- * fork, ~11 ms of a view at 1000 resources (paired runs on the dev VM). Never throws and never blocks: no syslog (no socket, a full
- * queue, no addon) loses the line, not the command. PHOBOS_SYSLOG_SOCKET names another
- * socket (a container's, or a test's).
+ * fork, ~11 ms of a view at 1000 resources (paired runs on the dev VM). Never throws and
+ * never blocks: no syslog (no socket, a full queue, no addon) loses the line, not the
+ * command. PHOBOS_SYSLOG_SOCKET names another socket (a container's, or a test's).
  */
 async function toSyslog(line: string, ok: boolean, env: NodeJS.ProcessEnv): Promise<void> {
   try {
