@@ -15,7 +15,7 @@
  *    Then the same over the next 300 s (`-steady`): the first window also holds the one-time
  *    work of the first safety-net rescans after 1000 resources appeared (each directory's
  *    version recorded, docs/tree.md "Watching"), the second only what recurs.
- *    Then the latency again, with the resources in place (30 changes: PHOBOS_BENCH_LOADED_CHANGES).
+ *    Then the latency again, with the resources in place (200 changes: PHOBOS_BENCH_LOADED_CHANGES).
  *
  * Creating the resources: one create-resource / join-resource run per resource waits for
  * the daemon each time (4 min for 1000 served by one host, over the pipe transport). Here
@@ -42,8 +42,11 @@ import { countChurn } from './_tree_churn.js';
 
 const HOSTS = ['alpha', 'beta', 'gamma'] as const;
 const CHANGES = 200;
-/** With the resources up a change can take seconds on a loaded 2-core machine: fewer. */
-const LOADED_CHANGES = Number(process.env['PHOBOS_BENCH_LOADED_CHANGES'] ?? 30);
+/**
+ * As many as without resources: with 30 (when a change could take seconds), p99 was the
+ * largest of 60 samples, which one unlucky change decided.
+ */
+const LOADED_CHANGES = Number(process.env['PHOBOS_BENCH_LOADED_CHANGES'] ?? CHANGES);
 const RESOURCES = Number(process.env['PHOBOS_BENCH_RESOURCES'] ?? 1000);
 const MEMBERS = process.env['PHOBOS_BENCH_MEMBERS'] === 'primary-only' ? 'primary-only' : 'all';
 const RESOURCE_BYTES = 1 << 20;
@@ -83,17 +86,65 @@ class Arrivals {
 }
 
 /** Latencies (ms) of CHANGES sets on `writer`'s tree until every watcher saw them. */
+/**
+ * With -v: CPU ticks of every process of the three hosts (and this one, whose watchers
+ * are part of the path) every 50 ms, so that a slow change can be matched to whoever was
+ * busy while it travelled.
+ */
+class BusySampler {
+  private readonly samples: { at: number; ticks: Map<number, number> }[] = [];
+  private timer: NodeJS.Timeout | null = null;
+
+  private constructor(private readonly labels: Map<number, string>) {}
+
+  static async start(lab: SshLab): Promise<BusySampler | null> {
+    if (!process.env['PHOBOS_BENCH_VERBOSE']) return null;
+    const labels = new Map<number, string>([[process.pid, 'bench']]);
+    for (const h of HOSTS) {
+      for (const pid of await lab.namespacePids(h)) labels.set(pid, `${h} ${kindOf(pid)}(${pid})`);
+    }
+    const self = new BusySampler(labels);
+    const sample = (): void => void self.samples.push({ at: performance.now(), ticks: ticksOf([...labels.keys()]) });
+    sample();
+    self.timer = setInterval(sample, 50);
+    return self;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Who used CPU between from and to (performance.now()): `label ticks`, busiest first. */
+  busyIn(from: number, to: number): string {
+    const first = [...this.samples].reverse().find((s) => s.at <= from) ?? this.samples[0];
+    const last = this.samples.find((s) => s.at >= to) ?? this.samples.at(-1);
+    if (!first || !last) return '';
+    const used = [...this.labels].map(([pid, label]) => [label, (last.ticks.get(pid) ?? 0) - (first.ticks.get(pid) ?? 0)] as const);
+    return used.filter(([, t]) => t > 0).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([l, t]) => `${l} ${t}`).join(', ');
+  }
+}
+
 async function latencies(lab: SshLab, writer: string, watchers: Arrivals[], key: string, tag: string, changes: number): Promise<number[]> {
   const tree = await lab.tree(writer);
   const out: number[] = [];
+  const slowest: { i: number; at: number; ms: string; busy: string }[] = [];
+  const sampler = await BusySampler.start(lab);
+  const start = performance.now();
   for (let i = 0; i < changes; i++) {
     const value = `${tag}${i}`;
     const t = performance.now();
     await tree.set(key, value);
     await waitUntil(`change ${i} to arrive`, () => watchers.every((w) => w.at(value) !== undefined), 60_000, 1);
-    for (const w of watchers) out.push(w.at(value)! - t);
+    const ms = watchers.map((w) => w.at(value)! - t);
+    out.push(...ms);
+    slowest.push({ i, at: (t - start) / 1000, ms: ms.map((m) => m.toFixed(1)).join('/'), busy: '' });
+    if (sampler) slowest.at(-1)!.busy = sampler.busyIn(t, t + Math.max(...ms));
     await sleep(5 + (i % 7)); // not in lockstep with any timer
   }
+  sampler?.stop();
+  slowest.sort((a, b) => Math.max(...b.ms.split('/').map(Number)) - Math.max(...a.ms.split('/').map(Number)));
+  verbose(`propagate-ssh: ${tag}: ${changes} changes over ${((performance.now() - start) / 1000).toFixed(1)} s; slowest:\n` +
+    slowest.slice(0, 8).map((x) => `  #${x.i} at ${x.at.toFixed(2)} s ${x.ms} ms; busy meanwhile (ticks): ${x.busy}`).join('\n'));
   return out.sort((a, b) => a - b);
 }
 
