@@ -38,7 +38,12 @@ export type TreeRow = [string, string | null, number];
 
 export class PeerServer {
   private client: string | null = null;
-  private watcher: TreeWatcher | null = null;
+  /**
+   * The tree watcher, started by the first subscription. A promise, so that a second
+   * subscription arriving while the first one's watcher still lists the tree waits for
+   * that watcher instead of starting another (which nothing would ever close).
+   */
+  private watcher: Promise<TreeWatcher> | null = null;
   private readonly logFiles = new LogFiles();
   private connection!: PeerConnection;
   private readonly views: DeviceViews;
@@ -61,7 +66,8 @@ export class PeerServer {
       onRequest: (frame) => this.handle(frame),
     });
     await this.connection.closed;
-    this.watcher?.close();
+    // A watcher still starting is closed once it has started; one that failed to start has nothing to close.
+    (await this.watcher?.catch(() => null))?.close();
     await this.views.closeAll();
     await this.logFiles.closeAll();
   }
@@ -104,12 +110,12 @@ export class PeerServer {
     // only rows that differ from that (a change the watcher missed) need to travel; at
     // 1000 resources a full answer is ~35k rows that both sides handle for nothing.
     const unsent = json['unsent'] === true;
-    let watcher = this.watcher;
-    if (!watcher) {
+    const starting = this.watcher === null;
+    if (starting) {
       // Watch first, then list: a change in between is sent twice, never lost. The
       // watcher's initial scan is the listing.
       let batch: TreeRow[] = [];
-      watcher = this.watcher = await TreeWatcher.start({
+      const start = this.watcher = TreeWatcher.start({
         root: this.opts.tree.root,
         // No periodic rescan by default: the client resubscribes every 5 minutes, and
         // that rescans here (below) and delivers whatever the watcher missed. Rescans
@@ -121,12 +127,16 @@ export class PeerServer {
           batch.push([c.key, c.value, c.stamp]);
         },
       });
-    } else {
-      // The watcher's state is the listing, once brought up to date with the disk: for
-      // `unsent` only directories that moved are read again (a few thousand stats at 1000
-      // resources instead of reading ~35k links); a full resubscription reads every link.
-      await watcher.rescan({ full: !unsent });
+      // A watcher that failed to start is tried again by the next subscription.
+      start.catch(() => {
+        if (this.watcher === start) this.watcher = null;
+      });
     }
+    const watcher = await this.watcher!;
+    // A running watcher's state is the listing, once brought up to date with the disk: for
+    // `unsent` only directories that moved are read again (a few thousand stats at 1000
+    // resources instead of reading ~35k links); a full resubscription reads every link.
+    if (!starting) await watcher.rescan({ full: !unsent });
     const rows: TreeRow[] = [];
     for (const e of watcher.entries().values()) {
       if (e.stamp > since && (!unsent || this.sent.get(e.key) !== sentTag(e.stamp, e.value))) rows.push(toRow(e));

@@ -207,6 +207,28 @@ describe('peer protocol', () => {
       for (const k of keys) await tree.delete(k);
     });
 
+    it('two subscriptions at once share one tree watcher, which the end of the connection closes', async () => {
+      // The second used to start a watcher of its own while the first was still listing the
+      // tree, and nothing closed the first: its inotify handles (one per directory) kept the
+      // process alive (mocha did not exit after this file when a periodic resync came early).
+      const watchers = (): number => (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles()
+        .filter((h) => h.constructor.name === 'FSWatcher').length;
+      const before = watchers();
+      const { client, served } = await connect();
+      await hello(client);
+      const [first, second] = await Promise.all([
+        client.request(MessageType.TREE_SUBSCRIBE, { since: 0 }),
+        client.request(MessageType.TREE_SUBSCRIBE, { since: 0 }),
+      ]);
+      const keysOf = (frames: typeof first): string[] => frames.flatMap((f) => (f.json['entries'] as TreeRow[]).map(([k]) => k)).sort();
+      expect(keysOf(second)).to.deep.equal(keysOf(first));
+      expect(keysOf(first)).to.include('resource-r1/size');
+      expect(watchers()).to.be.greaterThan(before);
+      client.close();
+      await served;
+      await eventually('every watch handle closed', async () => watchers() === before, 2000);
+    });
+
     it('answers a resync with `unsent` with only the rows the connection was not sent', async () => {
       const [a, b] = pair();
       const server = new PeerServer({ tree, runDir: tmp.file('run'), log: (l) => logs.push(l) });
