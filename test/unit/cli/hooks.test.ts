@@ -212,8 +212,11 @@ class DatagramSink {
       'while True: print(json.dumps(s.recv(65536).decode()), flush=True)',
     ].join('\n'), socket]);
     const sink = new DatagramSink(child);
-    const exited = new Promise<never>((_, reject) => child.once('exit', (code) =>
-      reject(new Error(`python3 (the test's syslog socket) exited with ${code}; install it: bash scripts/install-test-deps.sh`))));
+    const exited = new Promise<never>((_, reject) => {
+      const fail = (why: string): void => reject(new Error(`python3 (the test's syslog socket) ${why}; install it: bash scripts/install-test-deps.sh`));
+      child.once('exit', (code) => fail(`exited with ${code}`));
+      child.once('error', (e) => fail(`did not start: ${e.message}`));
+    });
     exited.catch(() => undefined);
     await Promise.race([sink.take(1), exited]);
     return sink;
