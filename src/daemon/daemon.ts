@@ -120,7 +120,7 @@ export class Daemon {
 
   private onTreeChange(change: TreeChange): void {
     const res = this.state.apply(change);
-    if (this.answersPing(change)) return;
+    this.answerPing(change);
     if (!this.matters(change.key)) return;
     if (res === null) this.wakingFullPass();
     else this.dirty.add(res);
@@ -179,17 +179,17 @@ export class Daemon {
   /**
    * `actual-<asker>/ping-<us>` = nonce: a planned handover or wait-cluster on <asker>
    * proving that its tree reaches us now and our answer reaches it (primary.ts,
-   * cluster_sync.ts, docs/handover.md). Echo the nonce in `actual-<us>/pong-<asker>`; no
-   * reconcile pass.
+   * cluster_sync.ts, docs/handover.md). Echo the nonce in `actual-<us>/pong-<asker>` (a
+   * ping asks for no pass: matters()).
    */
-  private answersPing(change: TreeChange): boolean {
+  private answerPing(change: TreeChange): void {
     const m = /^actual-([^/]+)\/ping-([^/]+)$/.exec(change.key);
-    if (!m) return false;
+    if (!m) return;
     const [, asker, to] = m;
     if (to === this.tree.host && asker !== to && change.kind === 'set' && change.value !== null) {
-      void this.tree.set(pongKey(this.tree.host, asker!), change.value).catch((e: Error) => this.log(`ping from ${asker}: ${e.message}`));
+      void this.tree.set(pongKey(this.tree.host, asker!), change.value)
+        .catch((e: Error) => this.log(`ping from ${asker}: ${e.message}`));
     }
-    return true;
   }
 
   /**

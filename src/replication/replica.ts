@@ -84,8 +84,9 @@ const LONG_POLL_MS = 1000;
  * 120 s in a run where a daemon without resources took 5-6; docs/benchmarks.md). A stalled
  * sync once blamed on this timeout also happened at 30 s, so it was no missed wake-up
  * (docs/benchmarks.md, 2026-12-07). The same for every replica, so replicas started
- * together wake together: drawn anew within +-25 % for each wait, they cost a secondary's
- * daemon more CPU spread out than in one burst (docs/benchmarks.md, 2026-12-08).
+ * together wake together. Drawn anew within +-25 % for each wait, the secondaries' daemons
+ * used ~370 ticks per 300 s instead of ~240 in one run (whole-daemon totals, not profiled;
+ * docs/benchmarks.md, 2026-12-08), so the wait stays fixed.
  */
 const IDLE_WAIT_MS = 120_000;
 /** How long stop() waits at most for the fetch and sync loops to end. */

@@ -49,7 +49,7 @@ interface Ping {
 
 /**
  * Ask host's daemon for an answer now rather than at its next heartbeat: write a nonce to
- * `actual-<me>/ping-<host>`, which daemon.ts answersPing echoes in `actual-<host>/pong-<me>`.
+ * `actual-<me>/ping-<host>`, which daemon.ts answerPing echoes in `actual-<host>/pong-<me>`.
  * While an echo is still due (a handover on this host waits for it, primary.ts pingOld)
  * its nonce is stamped anew instead of replaced, so that handover still gets its echo.
  */

@@ -196,7 +196,7 @@ async function checkPlanned(h: Handover): Promise<void> {
  * moment ago is still in reconnect backoff, and the tree is as it was. A handover acting on
  * such a tree would take the designation (and, compensating, give it back with a newer
  * stamp) from a primary that may have moved on meanwhile. So ask the old primary's daemon
- * to echo a nonce (daemon.ts answersPing) and go on only once the echo is back.
+ * to echo a nonce (daemon.ts answerPing) and go on only once the echo is back.
  */
 async function pingOld(h: Handover): Promise<void> {
   const nonce = randomBytes(8).toString('hex');

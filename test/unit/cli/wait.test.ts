@@ -100,7 +100,7 @@ describe('marsadm wait-cluster', () => {
   });
   afterEach(() => fx.remove());
 
-  /** beta's daemon: echo alpha's ping (stamped after `after`) the moment it is there (daemon.ts answersPing). */
+  /** beta's daemon: echo alpha's ping (stamped after `after`) the moment it is there (daemon.ts answerPing). */
   async function echoPing(beta: MarsTree, after = 0): Promise<string> {
     for (const until = Date.now() + 5000; Date.now() < until;) {
       const ping = await fx.tree.get(hostActualKey('alpha', 'ping-beta'));
